@@ -1,0 +1,23 @@
+PYTHON ?= python3
+
+.PHONY: install test test-fast lint demo
+
+## install: torch 2.13.0 first (the CPU build where one is on disk), then the project, editable, with dev extras
+install:
+	$(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -e ".[dev]"
+
+## test: the whole suite, slow real-data checks included
+test:
+	$(PYTHON) -m pytest -q
+
+## test-fast: unit tests only
+test-fast:
+	$(PYTHON) -m pytest -q -m "not slow"
+
+lint:
+	$(PYTHON) -m ruff check idspam tests experiments
+
+## demo: the default run (ID-SPAM, packaged MiniLM, packaged demo data)
+demo:
+	$(PYTHON) -m idspam.run

@@ -1,0 +1,190 @@
+"""Typed views of the composed Hydra config, and the checks that run before any model is loaded.
+
+Each config group has a dataclass here (methods keep theirs next to their module, as HF PEFT does).
+`validate` merges the composed config into them, so an unknown key or a wrongly typed value is
+reported as one line naming the key, and then checks values against their valid ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from .errors import UserError, check_choice
+
+PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minilm"
+    name_or_path: str = PACKAGED_MINILM
+    tokenizer: str | None = None  # defaults to name_or_path
+    pretrained: bool = True  # false: random weights built from the config (no weight download)
+    num_layers: int | None = None  # declared for early layer checks; the loaded config has the last word
+    default_layer: int = 0
+    arch: dict[str, Any] | None = None  # config kwargs (with model_type) used when pretrained=false
+    backbone_mode: str = "eval"  # fixed mode of the frozen backbone: eval (no dropout) or train
+    attn_implementation: str = "sdpa"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class TaskConfig:
+    name: str = "demo"
+    max_length: int = 256
+    max_train_samples: int | None = None  # seeded subsample of the training set
+    max_eval_samples: int | None = None
+    # task=csv: the user's own files
+    train_file: str | None = None
+    validation_file: str | None = None
+    text_columns: list[str] = field(default_factory=list)
+    label_column: str = "label"
+    label_names: list[str] | None = None
+    metric: str | None = None
+    # head=mlm: override the task's template / label words
+    template: str | None = None
+    label_words: list[str] | None = None
+
+
+@dataclass
+class HeadConfig:
+    type: str = "cls"  # cls: trained head on the first input token; mlm: frozen MLM head + verbalizer
+    dropout: float = 0.1
+    dense: bool = False  # cls: add HF's dense+tanh layer before the output projection
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    scheduler: str = "linear"  # linear | cosine | constant (each after warm-up)
+    warmup_ratio: float = 0.06
+
+
+@dataclass
+class DataConfig:
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    num_workers: int = 0
+
+
+SCHEDULERS = ("linear", "cosine", "constant")
+BACKBONE_MODES = ("eval", "train")
+HEAD_TYPES = ("cls", "mlm")
+
+
+def typed(node: Any, schema: type, where: str):
+    """Merge a config node into its dataclass; one-line error on an unknown key or a bad type."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node if node is not None else {})
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        msg = str(e).splitlines()[0]
+        key = getattr(e, "full_key", None)
+        valid = ""
+        if isinstance(e, ConfigKeyError):
+            valid = f" (valid keys: {', '.join(schema.__dataclass_fields__)})"
+        raise UserError(f"bad config in {where}{'.' + key if key else ''}: {msg}{valid}") from None
+
+
+@dataclass
+class RunConfig:
+    """Everything `train` needs, typed and checked."""
+
+    task: TaskConfig
+    model: ModelConfig
+    method: Any
+    head: HeadConfig
+    optimizer: OptimizerConfig
+    data: DataConfig
+    layer: int
+    seed: int
+    data_dir: str | None
+    cache_dir: str
+    output_dir: str
+
+
+def check_layer(layer: int, num_layers: int, model_name: str) -> None:
+    if not 0 <= layer <= num_layers - 1:
+        raise UserError(
+            f"layer={layer} is out of range for model {model_name!r} with {num_layers} layers; "
+            f"valid: 0..{num_layers - 1} (0 = prepend to the embedding output)"
+        )
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """All checks that need no model weights. Raises UserError with one line on the first problem."""
+    from . import tasks
+    from .methods import method_config
+
+    task = typed(cfg.get("task"), TaskConfig, "task")
+    model = typed(cfg.get("model"), ModelConfig, "model")
+    head = typed(cfg.get("head"), HeadConfig, "head")
+    optimizer = typed(cfg.get("optimizer"), OptimizerConfig, "optimizer")
+    data = typed(cfg.get("data"), DataConfig, "data")
+    method = method_config(cfg.get("method"))
+
+    check_choice("task", task.name, tasks.TASK_NAMES)
+    check_choice("optimizer.scheduler", optimizer.scheduler, SCHEDULERS)
+    check_choice("model.backbone_mode", model.backbone_mode, BACKBONE_MODES)
+    check_choice("head.type", head.type, HEAD_TYPES)
+    if not 0.0 <= optimizer.warmup_ratio < 1.0:
+        raise UserError(f"optimizer.warmup_ratio={optimizer.warmup_ratio} must be in [0, 1)")
+    if optimizer.lr <= 0:
+        raise UserError(f"optimizer.lr={optimizer.lr} must be positive")
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(data, name) < 1:
+            raise UserError(f"data.{name}={getattr(data, name)} must be at least 1")
+    if task.max_length < 8:
+        raise UserError(f"task.max_length={task.max_length} must be at least 8")
+
+    layer = cfg.get("layer")
+    if not isinstance(layer, int) or isinstance(layer, bool):
+        raise UserError(f"layer={layer!r} must be an integer")
+    if model.num_layers is not None:
+        check_layer(layer, model.num_layers, model.name)
+
+    data_dir = cfg.get("data_dir")
+    spec = tasks.get_spec(task)
+    if head.type == "mlm":
+        tasks.mlm_verbalizer(spec, task)  # raises if the task has no template / label words
+    tasks.check_files(spec, task, data_dir)
+
+    output_dir = cfg.get("paths", {}).get("output_dir") or "."
+    return RunConfig(
+        task=task,
+        model=model,
+        method=method,
+        head=head,
+        optimizer=optimizer,
+        data=data,
+        layer=layer,
+        seed=int(cfg.get("seed", 0)),
+        data_dir=str(Path(data_dir).expanduser()) if data_dir else None,
+        cache_dir=str(Path(cfg.get("cache_dir") or "~/.cache/idspam").expanduser()),
+        output_dir=output_dir,
+    )
+
+
+def register_schemas() -> None:
+    """Make the dataclasses Hydra schemas: group YAMLs start from `/schema/<group>@_here_: <name>`,
+    so every key exists (overridable from the command line) and is type-checked at compose time."""
+    from hydra.core.config_store import ConfigStore
+
+    from .methods import METHODS
+
+    cs = ConfigStore.instance()
+    for group, node in (("task", TaskConfig), ("model", ModelConfig), ("head", HeadConfig),
+                        ("optimizer", OptimizerConfig), ("data", DataConfig)):
+        cs.store(group=f"schema/{group}", name="base", node=node)
+    for name, (config_cls, _) in METHODS.items():
+        cs.store(group="schema/method", name=name, node=config_cls(name=name))

@@ -1,0 +1,157 @@
+"""Tokenise each split once (cached on disk, keyed by everything that affects the result) and serve
+batches padded to their own longest sequence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from .config import RunConfig
+from .errors import UserError
+from .tasks import TaskSpec, load_split, mlm_verbalizer, source_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+class Tokenize:
+    """Text tuples -> input ids. `template` (head=mlm) places the texts around one `<mask>` token."""
+
+    def __init__(self, tokenizer, max_length: int, template: str | None = None):
+        self.tok, self.max_length, self.template = tokenizer, max_length, template
+        if template is not None and tokenizer.mask_token_id is None:
+            raise UserError(f"head=mlm needs a tokenizer with a mask token; {tokenizer.name_or_path} has none")
+
+    def key(self) -> dict:
+        return {"tokenizer": self.tok.name_or_path, "class": type(self.tok).__name__, "vocab": len(self.tok),
+                "max_length": self.max_length, "template": self.template}
+
+    def __call__(self, texts: list[tuple[str, ...]]) -> dict[str, list]:
+        if self.template is None:
+            columns = list(zip(*texts))
+            enc = self.tok(*columns, truncation=True, max_length=self.max_length)
+            return {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
+        return {"input_ids": [self._fill_template(t) for t in texts]}
+
+    def _fill_template(self, texts: tuple[str, ...]) -> list[int]:
+        """Tokenise the template piece by piece, truncating the texts (longest first), never the mask."""
+        pieces = [p for p in re.split(r"(\{s1\}|\{s2\}|\{mask\})", self.template) if p.strip()]
+        ids: list[list[int]] = []
+        slots: list[int] = []  # which pieces hold the input texts (the only ones truncated)
+        for k, piece in enumerate(pieces):
+            if piece == "{mask}":
+                ids.append([self.tok.mask_token_id])
+                continue
+            slot = {"{s1}": 0, "{s2}": 1}.get(piece)
+            text = (texts[slot] if slot is not None else piece).strip()
+            text = (" " + text) if k and text else text  # BPE vocabularies mark word starts by a space
+            ids.append(self.tok(text, add_special_tokens=False)["input_ids"] if text else [])
+            if slot is not None:
+                slots.append(k)
+        budget = self.max_length - self.tok.num_special_tokens_to_add(pair=False)
+        while sum(map(len, ids)) > budget:
+            longest = max(slots, key=lambda s: len(ids[s]))
+            if not ids[longest]:
+                raise UserError(f"task.max_length={self.max_length} leaves no room for the text in {self.template!r}")
+            ids[longest] = ids[longest][:-1]
+        return self.tok.build_inputs_with_special_tokens([i for part in ids for i in part])
+
+
+def label_word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
+    """One vocabulary id per label word, as a word start (leading space for BPE vocabularies)."""
+    ids = []
+    for word in words:
+        enc = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(enc) != 1:
+            raise UserError(f"label word {word!r} is not one token for {tokenizer.name_or_path}; choose another")
+        ids.append(enc[0])
+    return ids
+
+
+def _cache_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
+    """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
+    key = _cache_key({
+        "source": source_fingerprint(spec, run.task, split, run.data_dir), "task": spec.name, "split": split,
+        "labels": spec.label_names, "subsample": [run.task.max_train_samples, run.task.max_eval_samples, run.seed],
+        **tokenize.key(),
+    })
+    folder = Path(run.cache_dir) / "tokenized" / f"{spec.name}-{split}-{key}"
+    if folder.is_dir():
+        return datasets.load_from_disk(str(folder))
+    rows = load_split(spec, run.task, split, run.data_dir, run.seed)
+    encoded = tokenize(rows["text"])
+    ds = datasets.Dataset.from_dict({**encoded, "labels": rows["label"]})
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-")
+    try:
+        ds.save_to_disk(tmp)
+        os.replace(tmp, folder)
+    except OSError:  # another process won the race: use its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(str(folder))
+
+
+class Collate:
+    """Pad a list of examples to the batch's longest sequence."""
+
+    def __init__(self, pad_token_id: int, regression: bool):
+        self.pad, self.regression = pad_token_id, regression
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(e["input_ids"]) for e in examples)
+        batch = {}
+        for name, fill in (("input_ids", self.pad), ("token_type_ids", 0)):
+            if name in examples[0]:
+                batch[name] = torch.tensor([e[name] + [fill] * (longest - len(e[name])) for e in examples])
+        batch["attention_mask"] = torch.tensor(
+            [[1] * len(e["input_ids"]) + [0] * (longest - len(e["input_ids"])) for e in examples]
+        )
+        dtype = torch.float if self.regression else torch.long
+        batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=dtype)
+        return batch
+
+
+class TaskDataModule(L.LightningDataModule):
+    def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer):
+        super().__init__()
+        self.run, self.spec, self.tokenizer = run, spec, tokenizer
+        template = mlm_verbalizer(spec, run.task)[0] if run.head.type == "mlm" else None
+        self.tokenize = Tokenize(tokenizer, run.task.max_length, template)
+        self.collate = Collate(tokenizer.pad_token_id or 0, spec.is_regression)
+        self.splits: dict[str, datasets.Dataset] = {}
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        return self.spec.eval_splits
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", *self.spec.eval_splits):
+            if split not in self.splits:
+                self.splits[split] = tokenized_split(self.run, self.spec, split, self.tokenize)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        size = self.run.data.batch_size if train else self.run.data.eval_batch_size
+        return DataLoader(
+            self.splits[split].with_format(None), batch_size=size, shuffle=train, collate_fn=self.collate,
+            num_workers=self.run.data.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(split, train=False) for split in self.spec.eval_splits]

@@ -1,0 +1,59 @@
+"""A prompt method, the shared injection encoder and a head, composed into one nn.Module."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbone import Backbone, count_parameters
+from .config import RunConfig
+from .data import label_word_ids
+from .heads import ClassificationHead, MLMVerbalizerHead
+from .injection import PromptInjectedEncoder
+from .methods import build_method
+from .tasks import TaskSpec, mlm_verbalizer
+
+
+class PromptModel(nn.Module):
+    """logits = head(encoder(input, prompt = method(lower states), injected before `layer`))."""
+
+    def __init__(self, encoder: PromptInjectedEncoder, method: nn.Module, head: nn.Module, layer: int,
+                 backbone_mode: str = "eval"):
+        super().__init__()
+        self.encoder, self.method, self.head = encoder, method, head
+        self.layer, self.backbone_mode = layer, backbone_mode
+        self.train(False)
+
+    def train(self, mode: bool = True):
+        """The frozen backbone keeps the mode the config states, whatever mode the rest is in."""
+        super().train(mode)
+        self.encoder.train(mode and self.backbone_mode == "train")
+        return self
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.encoder(
+            batch["input_ids"], batch["attention_mask"], self.layer, self.method, batch.get("token_type_ids")
+        )
+        return self.head(hidden, batch)
+
+    def parameter_counts(self) -> dict[str, int | bool]:
+        head = count_parameters(self.head)
+        return {
+            "trainable": count_parameters(self),
+            "method": count_parameters(self.method),
+            "head": head,
+            "head_counted_in_trainable": head > 0,
+            "total": count_parameters(self, trainable_only=False),
+        }
+
+
+def build_model(run: RunConfig, spec: TaskSpec, backbone: Backbone, tokenizer) -> PromptModel:
+    encoder = PromptInjectedEncoder(backbone.base)
+    n = encoder.hidden_size
+    method = build_method(run.method, n)
+    if run.head.type == "mlm":
+        words = mlm_verbalizer(spec, run.task)[1]
+        head = MLMVerbalizerHead(backbone.mlm_head, label_word_ids(tokenizer, words), tokenizer.mask_token_id)
+    else:
+        head = ClassificationHead(n, spec.num_labels, run.head.dropout, run.head.dense)
+    return PromptModel(encoder, method, head, run.layer, run.model.backbone_mode)

@@ -1,0 +1,67 @@
+"""The LightningModule: loss, validation metrics per evaluation split, AdamW with warm-up."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import get_scheduler
+
+from .config import OptimizerConfig
+from .metrics import TaskMetrics
+from .model import PromptModel
+from .tasks import TaskSpec
+
+
+class PromptTuningModule(L.LightningModule):
+    def __init__(self, model: PromptModel, spec: TaskSpec, optimizer: OptimizerConfig):
+        super().__init__()
+        self.model, self.spec, self.opt = model, spec, optimizer
+        self.eval_splits = spec.eval_splits
+        self.metrics = nn.ModuleList(TaskMetrics(spec) for _ in self.eval_splits)
+        self.last_eval: dict[str, float] = {}
+
+    def forward(self, batch):
+        return self.model(batch)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.spec.is_regression:
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        return F.cross_entropy(logits.float(), labels)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        logits = self(batch)
+        split = self.eval_splits[dataloader_idx]
+        self.log(f"{split}/loss", self.loss(logits, batch["labels"]), batch_size=len(batch["labels"]),
+                 add_dataloader_idx=False)
+        self.metrics[dataloader_idx].update(logits, batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = {}
+        for split, metrics in zip(self.eval_splits, self.metrics):
+            values.update({f"{split}/{k}": v for k, v in metrics.compute().items()})
+            metrics.reset()
+        self.last_eval = values
+        monitor = f"{self.eval_splits[0]}/{self.spec.metric}"
+        for key, value in values.items():
+            self.log(key, value, prog_bar=key == monitor, add_dataloader_idx=False)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases and norms
+        groups = [{"params": decay, "weight_decay": self.opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=self.opt.lr, betas=tuple(self.opt.betas), eps=self.opt.eps)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = get_scheduler(
+            {"constant": "constant_with_warmup"}.get(self.opt.scheduler, self.opt.scheduler),
+            optimizer, num_warmup_steps=int(self.opt.warmup_ratio * total), num_training_steps=total,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,119 @@
+"""results.json: written atomically after every epoch and at the end, so a crash never leaves it half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import lightning as L
+
+PACKAGES = ("idspam", "torch", "lightning", "transformers", "datasets", "torchmetrics", "hydra-core", "peft", "wandb")
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the idspam checkout (with '-dirty' for uncommitted changes), if it is one."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if commit.returncode:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class ResultsWriter(L.Callback):
+    """Collects per-epoch metrics and training throughput; keeps results.json current."""
+
+    def __init__(self, path: str | Path, header: dict, monitor: str, mode: str = "max"):
+        self.path, self.monitor, self.mode = Path(path), monitor, mode
+        self.results = {"status": "running", **header, "monitor": monitor, "best": None, "epochs": []}
+        self.started = time.perf_counter()
+        self._reset_epoch()
+
+    def _reset_epoch(self):
+        self.loss_sum, self.examples, self.train_seconds, self.eval = 0.0, 0, 0.0, {}
+
+    def write(self) -> None:
+        self.results["wall_time_s"] = round(time.perf_counter() - self.started, 3)
+        atomic_write_json(self.path, self.results)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._reset_epoch()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.train_seconds += time.perf_counter() - self._batch_start
+        n = len(batch["labels"])
+        self.examples += n
+        self.loss_sum += float(outputs["loss"]) * n
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.eval = dict(pl_module.last_eval)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        record = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "train_loss": self.loss_sum / max(self.examples, 1),
+            "train_examples": self.examples,
+            "train_seconds": round(self.train_seconds, 3),
+            "train_examples_per_second": self.examples / self.train_seconds if self.train_seconds else None,
+            **self.eval,
+        }
+        self.results["epochs"].append(record)
+        scored = [e for e in self.results["epochs"] if self.monitor in e]
+        if scored:
+            pick = max if self.mode == "max" else min
+            best = pick(scored, key=lambda e: e[self.monitor])
+            self.results["best"] = {"epoch": best["epoch"], "value": best[self.monitor],
+                                    "metrics": {k: v for k, v in best.items() if "/" in k}}
+        seconds = sum(e["train_seconds"] for e in self.results["epochs"])
+        examples = sum(e["train_examples"] for e in self.results["epochs"])
+        self.results["train_examples_per_second"] = examples / seconds if seconds else None
+        self.write()
+
+    def on_fit_end(self, trainer, pl_module):
+        self.results["status"] = "finished"
+        self.write()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.results["status"] = "failed"
+        self.results["error"] = f"{type(exception).__name__}: {exception}"
+        self.write()

@@ -1,0 +1,276 @@
+"""Tasks: what each one reads (hub data set or local files), its label names, metrics and MLM template.
+
+Every loader returns the same shape: {"text": [(s1,) or (s1, s2), ...], "label": [int or float, ...]}
+per split. Local GLUE files are read in the original `glue_data` layout (tab-separated, quoting off).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .config import TaskConfig
+from .errors import UserError
+from .hub import load_with_hub_fallback, offline_mode
+
+NLI = "{s1} ? {mask} , {s2}"  # LPT's template for RTE/MNLI/QNLI/MRPC
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    label_names: tuple[str, ...] | None  # None: regression
+    metric: str  # the validation metric that picks the best epoch
+    hub: tuple[str, str] | None = None  # (data set, config) on the Hugging Face hub
+    hub_text: tuple[str, ...] = ()  # text columns of the hub data set
+    eval_splits: tuple[str, ...] = ("validation",)
+    local_dir: str | None = None  # folder under data_dir
+    # split -> candidate file names (first that exists wins)
+    local_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    local_text: tuple[str | int, ...] = ()  # header names, or column indices when header=False
+    local_label: str | int = "label"
+    header: bool = True
+    template: str | None = None
+    label_words: tuple[str, ...] | None = None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.label_names is None else len(self.label_names)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_names is None
+
+
+def _glue(name, labels, metric, hub_text, local_dir, local_text, local_label="label", **kw) -> TaskSpec:
+    files = kw.pop("local_files", {"train": ("train.tsv",), "validation": ("dev.tsv",)})
+    return TaskSpec(
+        name=name, label_names=labels, metric=metric, hub=("nyu-mll/glue", name), hub_text=hub_text,
+        local_dir=local_dir, local_files=files, local_text=local_text, local_label=local_label, **kw,
+    )
+
+
+SPECS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in [
+        _glue("rte", ("entailment", "not_entailment"), "accuracy", ("sentence1", "sentence2"), "RTE",
+              ("sentence1", "sentence2"), template=NLI, label_words=("Yes", "No")),
+        _glue("mrpc", ("not_equivalent", "equivalent"), "acc_f1", ("sentence1", "sentence2"), "MRPC",
+              ("#1 String", "#2 String"), "Quality", template=NLI, label_words=("No", "Yes")),
+        _glue("sst2", ("negative", "positive"), "accuracy", ("sentence",), "SST-2", ("sentence",),
+              template="{s1} . It was {mask} .", label_words=("terrible", "great")),
+        _glue("qnli", ("entailment", "not_entailment"), "accuracy", ("question", "sentence"), "QNLI",
+              ("question", "sentence"), template=NLI, label_words=("Yes", "No")),
+        _glue("qqp", ("not_duplicate", "duplicate"), "acc_f1", ("question1", "question2"), "QQP",
+              ("question1", "question2"), "is_duplicate", template="{s1} {mask} , {s2}", label_words=("No", "Yes")),
+        _glue("mnli", ("entailment", "neutral", "contradiction"), "accuracy", ("premise", "hypothesis"), "MNLI",
+              ("sentence1", "sentence2"), "gold_label", template=NLI, label_words=("Yes", "Maybe", "No"),
+              eval_splits=("validation_matched", "validation_mismatched"),
+              local_files={"train": ("train.tsv",),
+                           "validation_matched": ("dev_matched.tsv", "dev_matched.slim.tsv"),
+                           "validation_mismatched": ("dev_mismatched.tsv",)}),
+        _glue("cola", ("unacceptable", "acceptable"), "mcc", ("sentence",), "CoLA", (3,), 1, header=False,
+              template="{s1} This is {mask} .", label_words=("wrong", "correct")),
+        _glue("stsb", None, "pearson", ("sentence1", "sentence2"), "STS-B", ("sentence1", "sentence2"), "score"),
+        _glue("wnli", ("not_entailment", "entailment"), "accuracy", ("sentence1", "sentence2"), "WNLI",
+              ("sentence1", "sentence2"), template=NLI, label_words=("No", "Yes")),
+        TaskSpec(name="demo", label_names=("negative", "positive"), metric="accuracy",
+                 local_files={"train": ("demo_sentiment_train.csv",), "validation": ("demo_sentiment_dev.csv",)},
+                 local_text=("sentence",), template="{s1} It was {mask} .", label_words=("terrible", "great")),
+    ]
+}
+TASK_NAMES = [*SPECS, "csv"]
+SPLIT_ALIASES = {"validation": "dev"}
+
+
+def get_spec(task: TaskConfig) -> TaskSpec:
+    if task.name != "csv":
+        spec = SPECS[task.name]
+        return spec if task.metric is None else TaskSpec(**{**spec.__dict__, "metric": task.metric})
+    if not task.text_columns or len(task.text_columns) > 2:
+        raise UserError(f"task=csv needs task.text_columns with one or two column names; got {task.text_columns}")
+    labels = tuple(task.label_names) if task.label_names else _labels_from_file(task)
+    return TaskSpec(
+        name="csv", label_names=labels, metric=task.metric or ("accuracy" if labels else "pearson"),
+        local_text=tuple(task.text_columns), local_label=task.label_column,
+        local_files={"train": (task.train_file,), "validation": (task.validation_file,)},
+        template=task.template, label_words=tuple(task.label_words) if task.label_words else None,
+    )
+
+
+def mlm_verbalizer(spec: TaskSpec, task: TaskConfig) -> tuple[str, tuple[str, ...]]:
+    """The template and label words `head=mlm` reads the task through."""
+    if spec.is_regression:
+        raise UserError(f"head=mlm is for classification; task {spec.name!r} is a regression task (use head=cls)")
+    template = task.template or spec.template
+    words = tuple(task.label_words) if task.label_words else spec.label_words
+    if not template or not words:
+        raise UserError(f"head=mlm needs task.template and task.label_words for task {spec.name!r}")
+    if "{mask}" not in template or "{s1}" not in template:
+        raise UserError(f"task.template {template!r} must contain {{s1}} and {{mask}}")
+    if len(words) != spec.num_labels:
+        raise UserError(f"task.label_words has {len(words)} words for {spec.num_labels} labels {spec.label_names}")
+    return template, words
+
+
+# ---------------------------------------------------------------- files
+
+
+def _local_path(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | None) -> Path:
+    """The file a split is read from, or a UserError naming what is missing and what exists."""
+    candidates = spec.local_files[split]
+    if spec.name == "demo":
+        return Path(str(resources.files("idspam") / "resources" / candidates[0]))
+    if spec.name == "csv":
+        if not candidates[0]:
+            raise UserError(f"task=csv needs task.{split if split != 'validation' else 'validation'}_file "
+                            f"({'train' if split == 'train' else 'validation'} data: .csv, .tsv or .jsonl)")
+        path = Path(candidates[0]).expanduser()
+        if not path.is_file():
+            raise UserError(f"missing data file {str(path)!r} (task.{split}_file)")
+        return path
+    folder = Path(data_dir).expanduser() / spec.local_dir
+    for name in candidates:
+        if (folder / name).is_file():
+            return folder / name
+    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    raise UserError(
+        f"missing data file {str(folder / candidates[0])!r} for task {spec.name!r} ({split}); "
+        f"expected one of {list(candidates)} in {str(folder)!r}"
+        + (f", which holds {present}" if present else f" (no such folder; is data_dir={data_dir!r} a glue_data folder?)")
+    )
+
+
+def check_files(spec: TaskSpec, task: TaskConfig, data_dir: str | None) -> None:
+    """Fail early on a missing file (local sources only; hub sources are checked when loaded)."""
+    if spec.hub is None or data_dir:
+        if spec.hub is not None and not Path(data_dir).expanduser().is_dir():
+            raise UserError(f"data_dir={data_dir!r} is not a folder")
+        for split in ("train", *spec.eval_splits):
+            _local_path(spec, task, split, data_dir)
+
+
+def _read_table(path: Path) -> tuple[list[str] | None, list[list[str]] | list[dict]]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            with path.open(encoding="utf-8") as f:
+                return None, [json.loads(line) for line in f if line.strip()]
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            if suffix == ".csv":
+                rows = list(csv.reader(f))
+            else:  # GLUE TSVs hold literal quotes: quoting must be off
+                rows = [line.rstrip("\r\n").split("\t") for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read data file {str(path)!r}: {e}") from None
+    return None, rows
+
+
+def _parse_label(raw, spec: TaskSpec, path: Path, line: int):
+    if spec.is_regression:
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise UserError(f"{path}:{line}: label {raw!r} is not a number") from None
+    text = str(raw).strip()
+    if text in spec.label_names:
+        return spec.label_names.index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < spec.num_labels:
+        return int(text)
+    raise UserError(f"{path}:{line}: label {text!r} is not in the label set {list(spec.label_names)} of task {spec.name!r}")
+
+
+def read_local(spec: TaskSpec, path: Path) -> dict[str, list]:
+    _, rows = _read_table(path)
+    texts, labels = [], []
+    if rows and isinstance(rows[0], dict):  # jsonl
+        for i, row in enumerate(rows, start=1):
+            missing = [c for c in (*spec.local_text, spec.local_label) if c not in row]
+            if missing:
+                raise UserError(f"{path}:{i}: missing column(s) {missing}; the record has {sorted(row)}")
+            texts.append(tuple(str(row[c]) for c in spec.local_text))
+            labels.append(_parse_label(row[spec.local_label], spec, path, i))
+        return {"text": texts, "label": labels}
+    if not rows:
+        raise UserError(f"data file {str(path)!r} is empty")
+    if spec.header:
+        header, body, first = rows[0], rows[1:], 2
+        columns = [*spec.local_text, spec.local_label]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {missing}; the header has {header}")
+        index = [header.index(c) for c in columns]
+    else:
+        body, first, index = rows, 1, [*spec.local_text, spec.local_label]
+    if not body:
+        raise UserError(f"data file {str(path)!r} has no data rows")
+    for i, row in enumerate(body, start=first):
+        if len(row) <= max(index):
+            raise UserError(f"{path}:{i}: expected at least {max(index) + 1} fields, found {len(row)}")
+        texts.append(tuple(row[j] for j in index[:-1]))
+        labels.append(_parse_label(row[index[-1]], spec, path, i))
+    return {"text": texts, "label": labels}
+
+
+def _labels_from_file(task: TaskConfig) -> tuple[str, ...]:
+    if not task.train_file or not Path(task.train_file).expanduser().is_file():
+        return ()  # reported by check_files
+    path = Path(task.train_file).expanduser()
+    _, rows = _read_table(path)
+    if rows and isinstance(rows[0], dict):
+        values = {str(r.get(task.label_column)) for r in rows}
+    else:
+        if not rows or task.label_column not in rows[0]:
+            raise UserError(f"{path}: missing label column {task.label_column!r}; the header has {rows[0] if rows else []}")
+        j = rows[0].index(task.label_column)
+        values = {r[j] for r in rows[1:] if len(r) > j}
+    return tuple(sorted(values))
+
+
+# ---------------------------------------------------------------- hub
+
+
+def _read_hub(spec: TaskSpec, split: str) -> dict[str, list]:
+    import datasets
+
+    path, name = spec.hub
+    files = ", ".join(f"{spec.local_dir}/{f[0]}" for f in spec.local_files.values())
+    hint = (f"Point the run at local files in the original GLUE layout: data_dir=/path/to/glue_data "
+            f"(this task reads {files}); HF_HUB_OFFLINE=1 uses a copy already in the local cache.")
+
+    def load():
+        return datasets.load_dataset(path, name, split=split)
+
+    try:
+        ds = load_with_hub_fallback(f"data set {path!r} ({name}, {split})", load if offline_mode() else None, load, hint)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"cannot load data set {path!r} ({name}, {split}): {e}. {hint}") from None
+    return {"text": list(zip(*(ds[c] for c in spec.hub_text))), "label": list(ds["label"])}
+
+
+def load_split(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | None, seed: int) -> dict[str, list]:
+    """Rows of one split, subsampled with the seed when the task config asks for it."""
+    if spec.hub is not None and not data_dir:
+        data = _read_hub(spec, split)
+    else:
+        data = read_local(spec, _local_path(spec, task, split, data_dir))
+    limit = task.max_train_samples if split == "train" else task.max_eval_samples
+    if limit is not None and limit < len(data["label"]):
+        keep = sorted(random.Random(seed).sample(range(len(data["label"])), limit))
+        data = {k: [v[i] for i in keep] for k, v in data.items()}
+    return data
+
+
+def source_fingerprint(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | None) -> str:
+    """What identifies a split's raw data, for the tokenisation cache key."""
+    if spec.hub is not None and not data_dir:
+        return f"hub:{spec.hub[0]}/{spec.hub[1]}/{split}"
+    path = _local_path(spec, task, split, data_dir)
+    st = path.stat()
+    return f"file:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
