@@ -52,9 +52,12 @@ def sentences(rng, phrases, label, n):
     return sorted(out)
 
 
-def main(out_dir=Path(__file__).resolve().parent.parent / "idspam" / "resources"):
+OUT_DIR = Path(__file__).resolve().parent.parent / "idspam" / "resources"
+
+
+def main(out_dir=OUT_DIR):
     rng = random.Random(0)
-    held_pos, held_neg = POSITIVE[-7:], NEGATIVE[-7:]  # dev-only phrases
+    # the last 7 phrases of each list are dev-only
     train = (sentences(rng, POSITIVE[:-7] + [f"was not {w} at all" for w in NOT_NEGATIVE[:4]], "positive", 200)
              + sentences(rng, NEGATIVE[:-7] + [f"was not {w} at all" for w in NOT_POSITIVE[:4]], "negative", 200))
     dev = (sentences(rng, POSITIVE + [f"was not {w} at all" for w in NOT_NEGATIVE], "positive", 60)

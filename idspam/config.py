@@ -46,6 +46,7 @@ class TaskConfig:
     text_columns: list[str] = field(default_factory=list)
     label_column: str = "label"
     label_names: list[str] | None = None
+    regression: bool = False  # task=csv: a numeric label (MSE loss, Pearson/Spearman)
     metric: str | None = None
     # head=mlm: override the task's template / label words
     template: str | None = None

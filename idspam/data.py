@@ -29,8 +29,10 @@ class Tokenize:
 
     def __init__(self, tokenizer, max_length: int, template: str | None = None):
         self.tok, self.max_length, self.template = tokenizer, max_length, template
-        if template is not None and tokenizer.mask_token_id is None:
-            raise UserError(f"head=mlm needs a tokenizer with a mask token; {tokenizer.name_or_path} has none")
+        if template is not None:
+            if tokenizer.mask_token_id is None:
+                raise UserError(f"head=mlm needs a tokenizer with a mask token; {tokenizer.name_or_path} has none")
+            self.prefix, self.suffix = self._special_tokens()
 
     def key(self) -> dict:
         return {"tokenizer": self.tok.name_or_path, "class": type(self.tok).__name__, "vocab": len(self.tok),
@@ -38,7 +40,7 @@ class Tokenize:
 
     def __call__(self, texts: list[tuple[str, ...]]) -> dict[str, list]:
         if self.template is None:
-            columns = list(zip(*texts))
+            columns = list(zip(*texts, strict=True))
             enc = self.tok(*columns, truncation=True, max_length=self.max_length)
             return {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
         return {"input_ids": [self._fill_template(t) for t in texts]}
@@ -58,13 +60,20 @@ class Tokenize:
             ids.append(self.tok(text, add_special_tokens=False)["input_ids"] if text else [])
             if slot is not None:
                 slots.append(k)
-        budget = self.max_length - self.tok.num_special_tokens_to_add(pair=False)
+        budget = self.max_length - len(self.prefix) - len(self.suffix)
         while sum(map(len, ids)) > budget:
             longest = max(slots, key=lambda s: len(ids[s]))
             if not ids[longest]:
                 raise UserError(f"task.max_length={self.max_length} leaves no room for the text in {self.template!r}")
             ids[longest] = ids[longest][:-1]
-        return self.tok.build_inputs_with_special_tokens([i for part in ids for i in part])
+        return self.prefix + [i for part in ids for i in part] + self.suffix
+
+    def _special_tokens(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer puts before and after a single sequence (e.g. <s> ... </s>)."""
+        plain = self.tok("a", add_special_tokens=False)["input_ids"]
+        full = self.tok("a")["input_ids"]
+        at = next(i for i in range(len(full)) if full[i:i + len(plain)] == plain)
+        return full[:at], full[at + len(plain):]
 
 
 def label_word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:

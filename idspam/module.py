@@ -44,7 +44,7 @@ class PromptTuningModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = {}
-        for split, metrics in zip(self.eval_splits, self.metrics):
+        for split, metrics in zip(self.eval_splits, self.metrics, strict=True):
             values.update({f"{split}/{k}": v for k, v in metrics.compute().items()})
             metrics.reset()
         self.last_eval = values

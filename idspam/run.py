@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -30,6 +31,8 @@ from .results import ResultsWriter, atomic_write_json, git_commit, package_versi
 log = logging.getLogger("idspam")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 register_schemas()
+# The frozen backbone is in eval mode on purpose (model.backbone_mode); Lightning warns about it.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
 def train(cfg: DictConfig) -> dict:

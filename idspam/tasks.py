@@ -93,7 +93,10 @@ def get_spec(task: TaskConfig) -> TaskSpec:
         return spec if task.metric is None else TaskSpec(**{**spec.__dict__, "metric": task.metric})
     if not task.text_columns or len(task.text_columns) > 2:
         raise UserError(f"task=csv needs task.text_columns with one or two column names; got {task.text_columns}")
-    labels = tuple(task.label_names) if task.label_names else _labels_from_file(task)
+    if task.regression:
+        labels = None
+    else:
+        labels = tuple(task.label_names) if task.label_names else _labels_from_file(task)
     return TaskSpec(
         name="csv", label_names=labels, metric=task.metric or ("accuracy" if labels else "pearson"),
         local_text=tuple(task.text_columns), local_label=task.label_column,
@@ -251,7 +254,7 @@ def _read_hub(spec: TaskSpec, split: str) -> dict[str, list]:
         raise
     except Exception as e:
         raise UserError(f"cannot load data set {path!r} ({name}, {split}): {e}. {hint}") from None
-    return {"text": list(zip(*(ds[c] for c in spec.hub_text))), "label": list(ds["label"])}
+    return {"text": list(zip(*(ds[c] for c in spec.hub_text), strict=True)), "label": list(ds["label"])}
 
 
 def load_split(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | None, seed: int) -> dict[str, list]:

@@ -1,0 +1,140 @@
+"""Every config choice composes and instantiates; bad values fail early with one clear line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from idspam import tasks
+from idspam.backbone import load_config
+from idspam.config import validate
+from idspam.errors import UserError
+from idspam.run import CONF_DIR, check_group_choices
+
+from .conftest import GLUE_DIR, needs_glue
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+
+
+def choices(group):
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_config_groups_are_the_documented_ones():
+    assert set(GROUPS) >= {"task", "model", "method", "optimizer", "trainer", "logger", "experiment", "head"}
+
+
+@pytest.mark.parametrize("group,choice", [(g, c) for g in GROUPS for c in choices(g)])
+def test_every_choice_composes_and_instantiates(compose_cfg, group, choice, tmp_path):
+    overrides = [f"{group}={choice}"]
+    if group != "model":
+        overrides.append("model=tiny")
+    elif choice.startswith("roberta"):
+        overrides.append("model.pretrained=false")  # built from the shipped architecture: no download
+    if group in ("task", "experiment"):
+        overrides.append(f"data_dir={GLUE_DIR}")
+    if group == "task" and choice == "csv":
+        demo = Path(tasks.__file__).parent / "resources"
+        overrides += [f"task.train_file={demo / 'demo_sentiment_train.csv'}",
+                      f"task.validation_file={demo / 'demo_sentiment_dev.csv'}"]
+    if group == "head" and choice == "mlm":
+        overrides.append("task=sst2")
+        overrides.append(f"data_dir={GLUE_DIR}")
+    cfg = compose_cfg(*overrides)
+    try:
+        run = validate(cfg)
+    except UserError as e:  # only acceptable reason: a GLUE file this copy of the data lacks
+        assert "missing data file" in str(e) and group == "task" and choice in ("mnli", "qqp", "qnli"), e
+        return
+    assert load_config(run.model).num_hidden_layers == run.model.num_layers
+    assert 0 <= run.layer < run.model.num_layers
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        return  # composes; a Trainer on a GPU needs one
+    trainer = instantiate(cfg.trainer, logger=[instantiate(c) for c in (cfg.logger or {}).values() if c] or False)
+    assert trainer.max_epochs >= 1
+
+
+def test_layer_defaults_to_the_middle_of_each_model(compose_cfg):
+    for model, middle in {"minilm": 3, "roberta_base": 6, "roberta_large": 12, "tiny": 2}.items():
+        assert compose_cfg(f"model={model}").layer == middle
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["layer=6"], "layer=6 is out of range for model 'minilm' with 6 layers; valid: 0..5"),
+    (["model=roberta_large", "layer=24"], "valid: 0..23"),
+    (["layer=-1"], "layer=-1 is out of range"),
+    (["method.prompt_length=0"], "method.prompt_length=0 must be at least 1"),
+    (["task.name=boolq_typo"], "unknown task 'boolq_typo'; valid: rte, mrpc, sst2"),
+    (["task=rte", "data_dir=/no/such/dir"], "data_dir='/no/such/dir' is not a folder"),
+    (["optimizer.scheduler=step"], "unknown optimizer.scheduler 'step'; valid: linear, cosine, constant"),
+    (["method.embedding_source=pos"], "unknown method.embedding_source 'pos'; valid: word, full"),
+    (["task=stsb", "head=mlm"], "regression task"),
+    (["method.num_heads=0"], "method.num_heads=0 must be at least 1"),
+])
+def test_bad_values_are_named_with_the_valid_ones(compose_cfg, overrides, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(compose_cfg(*overrides))
+
+
+def test_missing_data_file_names_the_file_and_what_is_there(compose_cfg, tmp_path):
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")
+    with pytest.raises(UserError, match=r"missing data file '.*RTE/dev.tsv' for task 'rte' \(validation\).*holds \['train.tsv'\]"):
+        validate(compose_cfg("task=rte", f"data_dir={tmp_path}"))
+
+
+def test_unknown_group_choice_names_the_valid_ones():
+    with pytest.raises(UserError, match="unknown model 'bert'; valid: minilm, roberta_base, roberta_large, tiny"):
+        check_group_choices(["model=bert"])
+    with pytest.raises(UserError, match="unknown task 'foo'; valid: cola, csv, demo"):
+        check_group_choices(["-m", "task=rte,foo"])
+    check_group_choices(["task=rte", "layer=1,2", "model.name_or_path=/x=y"])  # fine: no error
+
+
+@pytest.mark.parametrize("args,message", [
+    (["task=nosuch"], "error: unknown task 'nosuch'; valid:"),
+    (["layer=99"], "error: layer=99 is out of range for model 'minilm' with 6 layers; valid: 0..5"),
+    (["task=rte", "data_dir=/no/such/dir"], "error: data_dir='/no/such/dir' is not a folder"),
+])
+def test_cli_errors_are_one_line_and_exit_nonzero(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "idspam.run", *args, f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]]
+    assert proc.stderr.startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cfg_job_prints_the_composed_config():
+    proc = subprocess.run([sys.executable, "-m", "idspam.run", "--cfg", "job", "model=roberta_large"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "name_or_path: FacebookAI/roberta-large" in proc.stdout and "prompt_length: 10" in proc.stdout
+    assert "betas:\n  - 0.9\n  - 0.98" in proc.stdout and "eps: 1.0e-06" in proc.stdout
+
+
+def test_unreachable_hub_fails_fast_with_how_to_work_offline(monkeypatch, compose_cfg):
+    import time
+
+    from idspam.run import train
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("HF_HOME", str(compose_cfg().paths.output_dir))  # an empty cache
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=r"cannot load model config 'FacebookAI/roberta-large'.*cannot be reached.*"
+                                        r"model.name_or_path=/path/to/folder"):
+        train(compose_cfg("task=rte", "model=roberta_large", "layer=12"))
+    assert time.perf_counter() - started < 15
+
+
+@needs_glue
+def test_unreachable_hub_data_points_to_data_dir(compose_cfg, monkeypatch):
+    from idspam.run import train
+
+    monkeypatch.setenv("HF_HOME", str(compose_cfg().paths.output_dir))
+    with pytest.raises(UserError, match=r"data set 'nyu-mll/glue' \(rte, train\).*data_dir=/path/to/glue_data"):
+        train(compose_cfg("task=rte", "model=tiny"))

@@ -1,0 +1,87 @@
+"""End to end: `python -m idspam.run` and a Hydra multirun each write results.json."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import GLUE_DIR, needs_glue
+
+FAST = ["model=tiny", "trainer.max_epochs=2", "task.max_train_samples=64", "task.max_eval_samples=32",
+        "logger=csv"]
+
+
+def run_cli(*args, timeout=300):
+    proc = subprocess.run([sys.executable, "-m", "idspam.run", *args], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_single_run_writes_results(tmp_path):
+    proc = run_cli(*FAST, f"hydra.run.dir={tmp_path}")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "finished"
+    assert [e["epoch"] for e in results["epochs"]] == [0, 1]
+    assert results["monitor"] == "validation/accuracy"
+    assert results["best"]["value"] == max(e["validation/accuracy"] for e in results["epochs"])
+    assert results["data"] == {"train": 64, "validation": 32}
+    params = results["parameters"]
+    assert params["trainable"] == params["method"] + params["head"] and params["head_counted_in_trainable"]
+    assert params["total"] > params["trainable"] > 0
+    assert results["train_examples_per_second"] > 0 and results["wall_time_s"] > 0
+    assert results["versions"]["torch"] and results["config"]["model"]["name"] == "tiny"
+    assert "git_commit" in results
+    assert (tmp_path / "csv" / "metrics.csv").exists()
+    assert "dev validation/accuracy = " in proc.stdout
+
+
+def test_multirun_sweeps_the_layer_with_one_result_per_job(tmp_path):
+    run_cli("-m", *FAST, "trainer.max_epochs=1", "layer=0,3", f"hydra.sweep.dir={tmp_path}")
+    layers = {json.loads((tmp_path / str(i) / "results.json").read_text())["layer"] for i in (0, 1)}
+    assert layers == {0, 3}
+
+
+def test_multirun_records_a_failed_job_and_goes_on(tmp_path):
+    run_cli("-m", *FAST, "trainer.max_epochs=1", "layer=9,1", f"hydra.sweep.dir={tmp_path}")
+    failed = json.loads((tmp_path / "0" / "results.json").read_text())
+    assert failed["status"] == "failed" and "layer=9 is out of range" in failed["error"]
+    assert json.loads((tmp_path / "1" / "results.json").read_text())["status"] == "finished"
+
+
+def test_mlm_head_trains_nothing_but_the_prompt(compose_cfg):
+    """head=mlm reads the frozen MLM head through label words; only the generator trains."""
+    import torch
+
+    from idspam.run import train
+
+    torch.manual_seed(0)
+    results = train(compose_cfg(*FAST, "head=mlm", "trainer.max_epochs=1"))
+    assert results["parameters"]["head"] == 0 and not results["parameters"]["head_counted_in_trainable"]
+    assert results["parameters"]["trainable"] == results["parameters"]["method"]
+    assert results["status"] == "finished"
+
+
+def test_regression_task_trains_with_a_one_output_head(compose_cfg, tmp_path):
+    from idspam.run import train
+
+    rows = "sentence,score\n" + "".join(f"sentence number {i},{i % 5}.0\n" for i in range(40))
+    (tmp_path / "train.csv").write_text(rows)
+    results = train(compose_cfg(*FAST, "task=csv", f"task.train_file={tmp_path / 'train.csv'}",
+                                f"task.validation_file={tmp_path / 'train.csv'}", "task.label_column=score",
+                                "task.regression=true", "trainer.max_epochs=1"))
+    assert results["monitor"] == "validation/pearson" and results["parameters"]["head"] == 32 + 1
+
+
+@needs_glue
+@pytest.mark.slow
+def test_minilm_on_sst2_learns(tmp_path):
+    """Real data, real backbone: ID-SPAM on frozen MiniLM, SST-2 subsample; the loss falls and the
+    validation metric is written."""
+    run_cli("task=sst2", "model=minilm", f"data_dir={GLUE_DIR}", "task.max_train_samples=640",
+            "task.max_eval_samples=200", "task.max_length=64", "trainer.max_epochs=3", f"hydra.run.dir={tmp_path}",
+            timeout=600)
+    results = json.loads((tmp_path / "results.json").read_text())
+    losses = [e["train_loss"] for e in results["epochs"]]
+    assert losses[-1] < losses[0] - 0.05, losses
+    assert results["best"]["value"] > 0.6, results["best"]
