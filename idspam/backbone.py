@@ -48,9 +48,9 @@ def _offline_hint(cfg: ModelConfig) -> str:
 def _from_pretrained(loader, cfg: ModelConfig, path: str, what: str, **kwargs):
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, **kwargs}
     if _is_local(path):
-        if not (Path(path).expanduser() / "config.json").exists() and loader is not AutoTokenizer:
-            raise UserError(f"model folder {path!r} has no config.json; expected a Hugging Face model folder")
         return loader.from_pretrained(path, **kwargs)
+    if path.startswith(("/", "./", "../", "~")):
+        raise UserError(f"model folder {path!r} does not exist (model.name_or_path or model.tokenizer)")
     return load_with_hub_fallback(
         f"{what} {path!r}",
         lambda: loader.from_pretrained(path, local_files_only=True, **kwargs),
@@ -73,9 +73,20 @@ def load_config(cfg: ModelConfig) -> PretrainedConfig:
     return config
 
 
-def load_tokenizer(cfg: ModelConfig):
+def load_tokenizer(cfg: ModelConfig, config: PretrainedConfig | None = None):
+    """The model's tokenizer. With random weights (pretrained=false) and no way to get it, the packaged
+    MiniLM WordPiece tokenizer stands in (its ids fit any vocabulary of 30,522 or more): shapes and
+    speed stay right, only the token boundaries differ."""
     path = resolve_path(cfg.tokenizer or cfg.name_or_path)
-    return _from_pretrained(AutoTokenizer, cfg, path, "tokenizer")
+    try:
+        return _from_pretrained(AutoTokenizer, cfg, path, "tokenizer")
+    except UserError:
+        stand_in = AutoTokenizer.from_pretrained(resolve_path(PACKAGED_MINILM))
+        if cfg.pretrained or config is None or config.vocab_size < len(stand_in):
+            raise
+        log.warning("tokenizer of %s unavailable offline; random weights, so the packaged MiniLM tokenizer "
+                    "stands in (token boundaries differ from the real tokenizer's)", cfg.name_or_path)
+        return stand_in
 
 
 @dataclass

@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> dict:
     check_layer(run.layer, backbone_config.num_hidden_layers, run.model.name)
 
     L.seed_everything(run.seed, workers=True, verbose=False)
-    tokenizer = load_tokenizer(run.model)
+    tokenizer = load_tokenizer(run.model, backbone_config)
     data = TaskDataModule(run, spec, tokenizer)
     data.setup()  # data problems surface here, before the weights are loaded
     backbone = load_backbone(run.model, backbone_config, with_mlm_head=run.head.type == "mlm")

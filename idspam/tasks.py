@@ -130,8 +130,7 @@ def _local_path(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | No
         return Path(str(resources.files("idspam") / "resources" / candidates[0]))
     if spec.name == "csv":
         if not candidates[0]:
-            raise UserError(f"task=csv needs task.{split if split != 'validation' else 'validation'}_file "
-                            f"({'train' if split == 'train' else 'validation'} data: .csv, .tsv or .jsonl)")
+            raise UserError(f"task=csv needs task.{split}_file (a .csv, .tsv or .jsonl file)")
         path = Path(candidates[0]).expanduser()
         if not path.is_file():
             raise UserError(f"missing data file {str(path)!r} (task.{split}_file)")

@@ -138,3 +138,23 @@ def test_unreachable_hub_data_points_to_data_dir(compose_cfg, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(compose_cfg().paths.output_dir))
     with pytest.raises(UserError, match=r"data set 'nyu-mll/glue' \(rte, train\).*data_dir=/path/to/glue_data"):
         train(compose_cfg("task=rte", "model=tiny"))
+
+
+def test_random_weights_need_no_download(compose_cfg):
+    """model.pretrained=false builds any model from its architecture offline; its tokenizer falls back to
+    the packaged one only then."""
+    from idspam.backbone import load_tokenizer
+
+    run = validate(compose_cfg("model=roberta_large", "model.pretrained=false"))
+    config = load_config(run.model)
+    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (1024, 24, 50265)
+    assert load_tokenizer(run.model, config)("hello world")["input_ids"]
+    pretrained = validate(compose_cfg("model=roberta_large"))
+    with pytest.raises(UserError, match="cannot load tokenizer 'FacebookAI/roberta-large'"):
+        load_tokenizer(pretrained.model, config)
+
+
+def test_missing_local_model_folder_is_named(compose_cfg):
+    run = validate(compose_cfg("model.name_or_path=/no/such/model"))
+    with pytest.raises(UserError, match="model folder '/no/such/model' does not exist"):
+        load_config(run.model)

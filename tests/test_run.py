@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,14 @@ def test_minilm_on_sst2_learns(tmp_path):
     losses = [e["train_loss"] for e in results["epochs"]]
     assert losses[-1] < losses[0] - 0.05, losses
     assert results["best"]["value"] > 0.6, results["best"]
+
+
+def test_wandb_logger_works_offline(compose_cfg, monkeypatch):
+    from idspam.run import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_cfg(*FAST, "logger=wandb", "trainer.max_epochs=1")
+    results = train(cfg)
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert results["status"] == "finished" and len(runs) == 1
+    assert cfg.logger.wandb.group == "demo-tiny" and "layer=2" in cfg.logger.wandb.tags
