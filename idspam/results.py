@@ -71,6 +71,9 @@ class ResultsWriter(L.Callback):
         self.results["wall_time_s"] = round(time.perf_counter() - self.started, 3)
         atomic_write_json(self.path, self.results)
 
+    def on_fit_start(self, trainer, pl_module):
+        self.write()  # a run that dies in its first epoch still leaves its config and status
+
     def on_train_epoch_start(self, trainer, pl_module):
         self._reset_epoch()
 

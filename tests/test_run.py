@@ -97,3 +97,22 @@ def test_wandb_logger_works_offline(compose_cfg, monkeypatch):
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert results["status"] == "finished" and len(runs) == 1
     assert cfg.logger.wandb.group == "demo-tiny" and "layer=2" in cfg.logger.wandb.tags
+
+
+def test_mnli_reports_matched_and_mismatched(compose_cfg, tmp_path):
+    """Both MNLI dev sets are evaluated every epoch; the best epoch is picked on matched."""
+    from idspam.run import train
+
+    folder = tmp_path / "glue" / "MNLI"
+    folder.mkdir(parents=True)
+    header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tlabel1\tgold_label\n"
+    labels = ["entailment", "neutral", "contradiction"]
+    for name, n in (("train.tsv", 30), ("dev_matched.tsv", 9), ("dev_mismatched.tsv", 6)):
+        rows = "".join(f"{i}\t0\t0\tfiction\tpremise {i}\thypothesis {i}\tx\t{labels[i % 3]}\n" for i in range(n))
+        (folder / name).write_text(header + rows)
+    results = train(compose_cfg("model=tiny", "task=mnli", f"data_dir={tmp_path / 'glue'}", "trainer.max_epochs=1"))
+    assert results["monitor"] == "validation_matched/accuracy"
+    assert results["data"] == {"train": 30, "validation_matched": 9, "validation_mismatched": 6}
+    epoch = results["epochs"][0]
+    assert {"validation_matched/accuracy", "validation_mismatched/accuracy"} <= set(epoch)
+    assert epoch["validation_mismatched/accuracy"] * 6 == pytest.approx(round(epoch["validation_mismatched/accuracy"] * 6))
