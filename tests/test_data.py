@@ -122,3 +122,23 @@ def test_tokenisation_is_cached_and_keyed(compose_cfg, tiny_backbone, monkeypatc
     assert again["input_ids"] == first["input_ids"]
     with pytest.raises(pytest.fail.Exception):  # another max_length is another cache entry
         tokenized_split(run, spec, "validation", Tokenize(tok, 16))
+
+
+def test_hub_data_path_maps_the_glue_schema(monkeypatch):
+    """With the hub reachable, GLUE comes from `nyu-mll/glue` with its own column names (stubbed here)."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name, split):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_dict({"premise": ["p1", "p2"], "hypothesis": ["h1", "h2"], "label": [2, 0],
+                                           "idx": [0, 1]})
+
+    monkeypatch.setattr("idspam.tasks.offline_mode", lambda: False)
+    monkeypatch.setattr("idspam.hub.offline_mode", lambda: False)
+    monkeypatch.setattr("idspam.hub.hub_reachable", lambda: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    data = tasks.load_split(tasks.SPECS["mnli"], TaskConfig(name="mnli"), "validation_mismatched", None, 0)
+    assert calls == [("nyu-mll/glue", "mnli", "validation_mismatched")]
+    assert data == {"text": [("p1", "h1"), ("p2", "h2")], "label": [2, 0]}
