@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 class Tokenize:
     """Text tuples -> input ids. `template` (head=mlm) places the texts around one `<mask>` token."""
 
-    def __init__(self, tokenizer, max_length: int, template: str | None = None):
-        self.tok, self.max_length, self.template = tokenizer, max_length, template
+    def __init__(self, tokenizer, max_length: int, template: str | None = None, token_types: bool = True):
+        """`token_types`: keep the tokenizer's segment ids (only for backbones with more than one type)."""
+        self.tok, self.max_length, self.template, self.token_types = tokenizer, max_length, template, token_types
         if template is not None:
             if tokenizer.mask_token_id is None:
                 raise UserError(f"head=mlm needs a tokenizer with a mask token; {tokenizer.name_or_path} has none")
@@ -36,13 +37,14 @@ class Tokenize:
 
     def key(self) -> dict:
         return {"tokenizer": self.tok.name_or_path, "class": type(self.tok).__name__, "vocab": len(self.tok),
-                "max_length": self.max_length, "template": self.template}
+                "max_length": self.max_length, "template": self.template, "token_types": self.token_types}
 
     def __call__(self, texts: list[tuple[str, ...]]) -> dict[str, list]:
         if self.template is None:
             columns = list(zip(*texts, strict=True))
             enc = self.tok(*columns, truncation=True, max_length=self.max_length)
-            return {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
+            keep = ("input_ids", "token_type_ids") if self.token_types else ("input_ids",)
+            return {k: enc[k] for k in keep if k in enc}
         return {"input_ids": [self._fill_template(t) for t in texts]}
 
     def _fill_template(self, texts: tuple[str, ...]) -> list[int]:
@@ -135,11 +137,11 @@ class Collate:
 
 
 class TaskDataModule(L.LightningDataModule):
-    def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer):
+    def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer, token_types: bool = True):
         super().__init__()
         self.run, self.spec, self.tokenizer = run, spec, tokenizer
         template = mlm_verbalizer(spec, run.task)[0] if run.head.type == "mlm" else None
-        self.tokenize = Tokenize(tokenizer, run.task.max_length, template)
+        self.tokenize = Tokenize(tokenizer, run.task.max_length, template, token_types)
         self.collate = Collate(tokenizer.pad_token_id or 0, spec.is_regression)
         self.splits: dict[str, datasets.Dataset] = {}
 

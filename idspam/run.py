@@ -46,7 +46,7 @@ def train(cfg: DictConfig) -> dict:
 
     L.seed_everything(run.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(run.model, backbone_config)
-    data = TaskDataModule(run, spec, tokenizer)
+    data = TaskDataModule(run, spec, tokenizer, token_types=backbone_config.type_vocab_size > 1)
     data.setup()  # data problems surface here, before the weights are loaded
     backbone = load_backbone(run.model, backbone_config, with_mlm_head=run.head.type == "mlm")
     model = build_model(run, spec, backbone, tokenizer)
