@@ -156,6 +156,7 @@ def validate(cfg: DictConfig) -> RunConfig:
 
     data_dir = cfg.get("data_dir")
     spec = tasks.get_spec(task)
+    check_choice(f"task.metric for task {spec.name!r}:", spec.metric, spec.metric_names)
     if head.type == "mlm":
         tasks.mlm_verbalizer(spec, task)  # raises if the task has no template / label words
     tasks.check_files(spec, task, data_dir)

@@ -45,6 +45,13 @@ class TaskSpec:
     def is_regression(self) -> bool:
         return self.label_names is None
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """What `TaskMetrics` reports for this task (any of them can pick the best epoch)."""
+        if self.is_regression:
+            return ("pearson", "spearman", "corr", "mse")
+        return ("accuracy", "macro_f1", "acc_f1", "mcc") + (("f1",) if self.num_labels == 2 else ())
+
 
 def _glue(name, labels, metric, hub_text, local_dir, local_text, local_label="label", **kw) -> TaskSpec:
     files = kw.pop("local_files", {"train": ("train.tsv",), "validation": ("dev.tsv",)})

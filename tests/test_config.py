@@ -73,6 +73,7 @@ def test_layer_defaults_to_the_middle_of_each_model(compose_cfg):
     (["method.embedding_source=pos"], "unknown method.embedding_source 'pos'; valid: word, full"),
     (["task=stsb", "head=mlm"], "regression task"),
     (["method.num_heads=0"], "method.num_heads=0 must be at least 1"),
+    (["task=mnli", "task.metric=f1"], "unknown task.metric for task 'mnli': 'f1'; valid: accuracy, macro_f1"),
 ])
 def test_bad_values_are_named_with_the_valid_ones(compose_cfg, overrides, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

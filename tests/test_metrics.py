@@ -40,3 +40,14 @@ def test_three_class_accuracy_for_mnli():
     m = TaskMetrics(tasks.SPECS["mnli"])
     m.update(logits_for([0, 1, 2, 2], k=3), torch.tensor([0, 1, 2, 0]))
     assert m.compute()["accuracy"] == pytest.approx(0.75) and "f1" not in m.compute()
+
+
+@pytest.mark.parametrize("name", sorted(tasks.SPECS))
+def test_every_task_reports_its_declared_metrics(name):
+    spec = tasks.SPECS[name]
+    m = TaskMetrics(spec)
+    if spec.is_regression:
+        m.update(torch.tensor([[0.1], [0.5], [0.9]]), torch.tensor([0.0, 0.6, 1.0]))
+    else:
+        m.update(logits_for([0, 1, 1], k=spec.num_labels), torch.tensor([0, 1, 0]))
+    assert set(m.compute()) == set(spec.metric_names) and spec.metric in spec.metric_names
