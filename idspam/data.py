@@ -95,9 +95,10 @@ def _cache_key(parts: dict) -> str:
 
 def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
     """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
+    limit = run.task.max_train_samples if split == "train" else run.task.max_eval_samples
     key = _cache_key({
         "source": source_fingerprint(spec, run.task, split, run.data_dir), "task": spec.name, "split": split,
-        "labels": spec.label_names, "subsample": [run.task.max_train_samples, run.task.max_eval_samples, run.seed],
+        "labels": spec.label_names, "subsample": [limit, run.seed] if limit is not None else None,  # seed picks rows
         **tokenize.key(),
     })
     folder = Path(run.cache_dir) / "tokenized" / f"{spec.name}-{split}-{key}"
@@ -145,10 +146,6 @@ class TaskDataModule(L.LightningDataModule):
         self.collate = Collate(tokenizer.pad_token_id or 0, spec.is_regression)
         self.splits: dict[str, datasets.Dataset] = {}
 
-    @property
-    def eval_splits(self) -> tuple[str, ...]:
-        return self.spec.eval_splits
-
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", *self.spec.eval_splits):
             if split not in self.splits:
@@ -157,7 +154,7 @@ class TaskDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         size = self.run.data.batch_size if train else self.run.data.eval_batch_size
         return DataLoader(
-            self.splits[split].with_format(None), batch_size=size, shuffle=train, collate_fn=self.collate,
+            self.splits[split], batch_size=size, shuffle=train, collate_fn=self.collate,
             num_workers=self.run.data.num_workers,
         )
 

@@ -17,6 +17,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from . import tasks
@@ -70,11 +71,10 @@ def train(cfg: DictConfig) -> dict:
     try:
         trainer.fit(module, datamodule=data)
     finally:
-        for logger in loggers:
-            if type(logger).__name__ == "WandbLogger":
-                import wandb
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb
 
-                wandb.finish()
+            wandb.finish()  # one W&B run per job: multirun jobs must not merge
     results = writer.results
     results["wall_time_s"] = round(time.perf_counter() - started, 3)
     atomic_write_json(output_dir / "results.json", results)
