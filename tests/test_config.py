@@ -14,7 +14,7 @@ from idspam.config import validate
 from idspam.errors import UserError
 from idspam.run import CONF_DIR, check_group_choices
 
-from .conftest import GLUE_DIR, needs_glue
+from .conftest import GLUE_DIR
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 
@@ -123,21 +123,23 @@ def test_unreachable_hub_fails_fast_with_how_to_work_offline(monkeypatch, compos
     from idspam.run import train
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    monkeypatch.setenv("HF_HOME", str(compose_cfg().paths.output_dir))  # an empty cache
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: the probe fails at once
     started = time.perf_counter()
-    with pytest.raises(UserError, match=r"cannot load model config 'FacebookAI/roberta-large'.*cannot be reached.*"
+    with pytest.raises(UserError, match=r"cannot load model config 'idspam-tests/no-such-model': it is not in the "
+                                        r"local cache and the hub \(http://127.0.0.1:9\) cannot be reached.*"
                                         r"model.name_or_path=/path/to/folder"):
-        train(compose_cfg("task=rte", "model=roberta_large", "layer=12"))
+        train(compose_cfg("task=rte", "model=roberta_large", "model.name_or_path=idspam-tests/no-such-model"))
     assert time.perf_counter() - started < 15
 
 
-@needs_glue
 def test_unreachable_hub_data_points_to_data_dir(compose_cfg, monkeypatch):
     from idspam.run import train
 
-    monkeypatch.setenv("HF_HOME", str(compose_cfg().paths.output_dir))
-    with pytest.raises(UserError, match=r"data set 'nyu-mll/glue' \(rte, train\).*data_dir=/path/to/glue_data"):
+    monkeypatch.setattr("idspam.tasks.offline_mode", lambda: False)  # online, so no cache-only attempt
+    monkeypatch.setattr("idspam.hub.offline_mode", lambda: False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(UserError, match=r"data set 'nyu-mll/glue' \(rte, train\).*cannot be reached.*"
+                                        r"data_dir=/path/to/glue_data \(this task reads RTE/train.tsv, RTE/dev.tsv\)"):
         train(compose_cfg("task=rte", "model=tiny"))
 
 
