@@ -186,7 +186,7 @@ def register_schemas() -> None:
 
     cs = ConfigStore.instance()
     for group, node in (("task", TaskConfig), ("model", ModelConfig), ("head", HeadConfig),
-                        ("optimizer", OptimizerConfig), ("data", DataConfig)):
+                        ("optimizer", OptimizerConfig)):
         cs.store(group=f"schema/{group}", name="base", node=node)
     for name, (config_cls, _) in METHODS.items():
         cs.store(group="schema/method", name=name, node=config_cls(name=name))

@@ -58,10 +58,11 @@ def git_commit() -> str | None:
 class ResultsWriter(L.Callback):
     """Collects per-epoch metrics and training throughput; keeps results.json current."""
 
-    def __init__(self, path: str | Path, header: dict, monitor: str, mode: str = "max"):
+    def __init__(self, path: str | Path, header: dict, monitor: str, mode: str = "max", started: float | None = None):
+        """`started`: perf_counter() at the start of the run, so wall_time_s covers loading too."""
         self.path, self.monitor, self.mode = Path(path), monitor, mode
         self.results = {"status": "running", **header, "monitor": monitor, "best": None, "epochs": []}
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() if started is None else started
         self._reset_epoch()
 
     def _reset_epoch(self):

@@ -54,20 +54,22 @@ def train(cfg: DictConfig) -> dict:
     module = PromptTuningModule(model, spec, run.optimizer)
 
     output_dir = Path(run.output_dir)
+    parameters = model.parameter_counts()
     monitor = f"{spec.eval_splits[0]}/{spec.metric}"
     header = {
         "task": spec.name, "method": run.method.name, "model": run.model.name, "layer": run.layer,
         "seed": run.seed, "head": run.head.type,
-        "parameters": model.parameter_counts(),
+        "parameters": parameters,
         "data": {split: len(ds) for split, ds in data.splits.items()},
         "versions": package_versions(), "git_commit": git_commit(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    writer = ResultsWriter(output_dir / "results.json", header, monitor, mode="min" if spec.metric == "mse" else "max")
+    writer = ResultsWriter(output_dir / "results.json", header, monitor,
+                           mode="min" if spec.metric == "mse" else "max", started=started)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[writer])
     log.info("training %s on %s with %s, layer %d: %s trainable parameters (head %s)", run.method.name, spec.name,
-             run.model.name, run.layer, f"{model.parameter_counts()['trainable']:,}", run.head.type)
+             run.model.name, run.layer, f"{parameters['trainable']:,}", run.head.type)
     try:
         trainer.fit(module, datamodule=data)
     finally:
@@ -75,9 +77,8 @@ def train(cfg: DictConfig) -> dict:
             import wandb
 
             wandb.finish()  # one W&B run per job: multirun jobs must not merge
+    writer.write()  # final wall time, after the loggers closed
     results = writer.results
-    results["wall_time_s"] = round(time.perf_counter() - started, 3)
-    atomic_write_json(output_dir / "results.json", results)
     best = results["best"]
     if best:
         print(f"dev {monitor} = {best['value']:.4f} (best epoch {best['epoch']}); "

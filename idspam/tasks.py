@@ -91,7 +91,6 @@ SPECS: dict[str, TaskSpec] = {
     ]
 }
 TASK_NAMES = [*SPECS, "csv"]
-SPLIT_ALIASES = {"validation": "dev"}
 
 
 def get_spec(task: TaskConfig) -> TaskSpec:
@@ -163,12 +162,12 @@ def check_files(spec: TaskSpec, task: TaskConfig, data_dir: str | None) -> None:
             _local_path(spec, task, split, data_dir)
 
 
-def _read_table(path: Path) -> tuple[list[str] | None, list[list[str]] | list[dict]]:
+def _read_table(path: Path) -> list[list[str]] | list[dict]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
             with path.open(encoding="utf-8") as f:
-                return None, [json.loads(line) for line in f if line.strip()]
+                return [json.loads(line) for line in f if line.strip()]
         with path.open(encoding="utf-8-sig", newline="") as f:
             if suffix == ".csv":
                 rows = list(csv.reader(f))
@@ -176,7 +175,7 @@ def _read_table(path: Path) -> tuple[list[str] | None, list[list[str]] | list[di
                 rows = [line.rstrip("\r\n").split("\t") for line in f if line.strip()]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"cannot read data file {str(path)!r}: {e}") from None
-    return None, rows
+    return rows
 
 
 def _parse_label(raw, spec: TaskSpec, path: Path, line: int):
@@ -194,7 +193,7 @@ def _parse_label(raw, spec: TaskSpec, path: Path, line: int):
 
 
 def read_local(spec: TaskSpec, path: Path) -> dict[str, list]:
-    _, rows = _read_table(path)
+    rows = _read_table(path)
     texts, labels = [], []
     if rows and isinstance(rows[0], dict):  # jsonl
         for i, row in enumerate(rows, start=1):
@@ -229,7 +228,7 @@ def _labels_from_file(task: TaskConfig) -> tuple[str, ...]:
     if not task.train_file or not Path(task.train_file).expanduser().is_file():
         return ()  # reported by check_files
     path = Path(task.train_file).expanduser()
-    _, rows = _read_table(path)
+    rows = _read_table(path)
     if rows and isinstance(rows[0], dict):
         values = {str(r.get(task.label_column)) for r in rows}
     else:

@@ -21,7 +21,7 @@ def encoders():
 
 
 @pytest.fixture(params=encoders())
-def setup(request):
+def encoder_batch(request):
     from idspam.backbone import load_tokenizer
 
     cfg = request.param
@@ -36,8 +36,8 @@ def layers_to_check(n):
     return [0, n // 2, n - 1]
 
 
-def test_lower_stack_equals_backbone_hidden_states(setup):
-    base, enc, batch = setup
+def test_lower_stack_equals_backbone_hidden_states(encoder_batch):
+    base, enc, batch = encoder_batch
     with torch.no_grad():
         ref = base(**batch, output_hidden_states=True).hidden_states  # ref[m] enters layer m
     for m in layers_to_check(enc.num_layers):
@@ -46,8 +46,8 @@ def test_lower_stack_equals_backbone_hidden_states(setup):
         torch.testing.assert_close(states.hidden[real], ref[m][real], atol=1e-6, rtol=0)
 
 
-def test_masked_prompt_leaves_output_unchanged(setup):
-    base, enc, batch = setup
+def test_masked_prompt_leaves_output_unchanged(encoder_batch):
+    base, enc, batch = encoder_batch
     with torch.no_grad():
         ref = base(**batch).last_hidden_state
     real = batch["attention_mask"].bool()
@@ -62,10 +62,10 @@ def test_masked_prompt_leaves_output_unchanged(setup):
         assert (live[real] - ref[real]).abs().max() > 1e-3, f"an attended prompt must change the output (m={m})"
 
 
-def test_prompt_attends_and_positions_are_unchanged(setup):
+def test_prompt_attends_and_positions_are_unchanged(encoder_batch):
     """The prompt is seen by the real tokens; the real tokens' position embeddings are those of the plain
     input (the embedding output, i.e. what enters layer 0, is identical with and without a prompt)."""
-    base, enc, batch = setup
+    base, enc, batch = encoder_batch
     with torch.no_grad():
         plain = base.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
     seen = {}
@@ -83,9 +83,9 @@ def test_prompt_attends_and_positions_are_unchanged(setup):
     torch.testing.assert_close(seen["input"][:, :3], torch.ones(2, 3, enc.hidden_size))
 
 
-def test_layer_out_of_range_is_refused(setup):
+def test_layer_out_of_range_is_refused(encoder_batch):
     from idspam.errors import UserError
 
-    _, enc, batch = setup
+    _, enc, batch = encoder_batch
     with pytest.raises(UserError, match=rf"layer={enc.num_layers} is out of range; valid: 0..{enc.num_layers - 1}"):
         enc.lower(batch["input_ids"], batch["attention_mask"], enc.num_layers)
