@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test test-fast lint demo
+.PHONY: install test test-fast lint demo params
 
 ## install: torch 2.13.0 first (the CPU build where one is on disk), then the project, editable, with dev extras
 install:
@@ -21,3 +21,7 @@ lint:
 ## demo: the default run (ID-SPAM, packaged MiniLM, packaged demo data)
 demo:
 	$(PYTHON) -m idspam.run
+
+## params: trainable parameters per method (roberta_base, roberta_large) beside the paper's Table 12
+params:
+	$(PYTHON) -m idspam.params $(ARGS)

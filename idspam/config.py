@@ -86,6 +86,8 @@ HEAD_TYPES = ("cls", "mlm")
 def typed(node: Any, schema: type, where: str):
     """Merge a config node into its dataclass; one-line error on an unknown key or a bad type."""
     try:
+        if isinstance(node, DictConfig):  # resolve interpolations against the whole config first
+            node = OmegaConf.to_container(node, resolve=True)
         merged = OmegaConf.merge(OmegaConf.structured(schema), node if node is not None else {})
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
@@ -147,10 +149,15 @@ def validate(cfg: DictConfig) -> RunConfig:
             raise UserError(f"data.{name}={getattr(data, name)} must be at least 1")
     if task.max_length < 8:
         raise UserError(f"task.max_length={task.max_length} must be at least 8")
+    if getattr(method, "max_length", task.max_length) < task.max_length:
+        raise UserError(f"method.max_length={method.max_length} is shorter than task.max_length={task.max_length}; "
+                        "the method must cover every input position")
 
     layer = cfg.get("layer")
     if not isinstance(layer, int) or isinstance(layer, bool):
         raise UserError(f"layer={layer!r} must be an integer")
+    if method.layer is not None:  # a method defined at one layer (prompt tuning at the input, LoRA)
+        layer = method.layer
     if model.num_layers is not None:
         check_layer(layer, model.num_layers, model.name)
 

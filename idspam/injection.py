@@ -85,14 +85,23 @@ class PromptInjectedEncoder(nn.Module):
         layer: int,
         token_type_ids: torch.Tensor | None = None,
         grad: bool = False,
+        embed_fn=None,
     ) -> LowerStates:
-        """Embeddings and layers[0:layer]. Without `grad` (the default) no autograd graph is built."""
+        """Embeddings and layers[0:layer]. Without `grad` (the default) no autograd graph is built.
+        `embed_fn(word_embeddings, input_ids)` may rewrite the word embeddings first (DEPT)."""
         if not 0 <= layer < self.num_layers:
             raise UserError(f"layer={layer} is out of range; valid: 0..{self.num_layers - 1}")
+        word = None
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            embeddings = self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+            if embed_fn is not None:
+                with torch.no_grad():
+                    word = self.word_embeddings(input_ids)
+                embeddings = self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
+                                                  inputs_embeds=embed_fn(word, input_ids))
+            else:
+                embeddings = self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
             hidden = self.run_layers(embeddings, attention_mask, 0, layer)
-        return LowerStates(input_ids, attention_mask, embeddings, hidden, _encoder=self)
+        return LowerStates(input_ids, attention_mask, embeddings, hidden, _word=word, _encoder=self)
 
     def upper(
         self,
@@ -121,8 +130,11 @@ class PromptInjectedEncoder(nn.Module):
         prompt_fn=None,
         token_type_ids: torch.Tensor | None = None,
         grad_below: bool = False,
+        embed_fn=None,
     ) -> torch.Tensor:
-        """Final hidden states of the real tokens, with `prompt_fn(LowerStates)` injected before `layer`."""
-        states = self.lower(input_ids, attention_mask, layer, token_type_ids, grad=grad_below)
+        """Final hidden states of the real tokens, with `prompt_fn(LowerStates)` injected before `layer`
+        (it may return None: no prompt). `grad_below` builds the graph below `layer` too (methods that
+        train something there: fine-tuning, LoRA, DEPT)."""
+        states = self.lower(input_ids, attention_mask, layer, token_type_ids, grad=grad_below, embed_fn=embed_fn)
         prompt = prompt_fn(states) if prompt_fn is not None else None
         return self.upper(states.hidden, attention_mask, layer, prompt)

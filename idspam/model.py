@@ -25,22 +25,32 @@ class PromptModel(nn.Module):
         self.train(False)
 
     def train(self, mode: bool = True):
-        """The frozen backbone keeps the mode the config states, whatever mode the rest is in."""
+        """The frozen backbone keeps the mode the config states, whatever mode the rest is in; backbone
+        modules a method trains (fine-tuning, LoRA) follow `mode`."""
         super().train(mode)
         self.encoder.train(mode and self.backbone_mode == "train")
+        for module in self.method.backbone_modules(self.encoder):
+            module.train(mode)
         return self
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = self.encoder(
-            batch["input_ids"], batch["attention_mask"], self.layer, self.method, batch.get("token_type_ids")
+            batch["input_ids"], batch["attention_mask"], self.layer, self.method, batch.get("token_type_ids"),
+            grad_below=self.method.grad_below, embed_fn=self.method.input_embeds,
         )
         return self.head(hidden, batch)
 
+    def aux_loss(self) -> torch.Tensor | None:
+        return self.method.aux_loss()
+
     def parameter_counts(self) -> dict[str, int | bool]:
+        """Trainable parameters; `method` counts those the method trains wherever they live (LoRA's are
+        inside the backbone), `head` the head's."""
         head = count_parameters(self.head)
+        trainable = count_parameters(self)
         return {
-            "trainable": count_parameters(self),
-            "method": count_parameters(self.method),
+            "trainable": trainable,
+            "method": trainable - head,
             "head": head,
             "head_counted_in_trainable": head > 0,
             "total": count_parameters(self, trainable_only=False),
@@ -51,6 +61,7 @@ def build_model(run: RunConfig, spec: TaskSpec, backbone: Backbone, tokenizer) -
     encoder = PromptInjectedEncoder(backbone.base)
     n = encoder.hidden_size
     method = build_method(run.method, n)
+    method.attach(encoder)
     if run.head.type == "mlm":
         words = mlm_verbalizer(spec, run.task)[1]
         head = MLMVerbalizerHead(backbone.mlm_head, label_word_ids(tokenizer, words), tokenizer.mask_token_id)

@@ -1,4 +1,5 @@
-"""The LightningModule: loss, validation metrics per evaluation split, AdamW with warm-up."""
+"""The LightningModule: loss (plus a method's auxiliary loss), validation metrics per evaluation split,
+AdamW with warm-up."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from .tasks import TaskSpec
 
 
 class PromptTuningModule(L.LightningModule):
-    def __init__(self, model: PromptModel, spec: TaskSpec, optimizer: OptimizerConfig):
+    def __init__(self, model: PromptModel, spec: TaskSpec, optimizer: OptimizerConfig, lr: float | None = None):
         super().__init__()
-        self.model, self.spec, self.opt = model, spec, optimizer
+        self.model, self.spec, self.opt, self.lr = model, spec, optimizer, lr
         self.eval_splits = spec.eval_splits
         self.metrics = nn.ModuleList(TaskMetrics(spec) for _ in self.eval_splits)
         self.last_eval: dict[str, float] = {}
@@ -31,8 +32,13 @@ class PromptTuningModule(L.LightningModule):
         return F.cross_entropy(logits.float(), labels)
 
     def training_step(self, batch, batch_idx):
+        n = len(batch["labels"])
         loss = self.loss(self(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["labels"]))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        aux = self.model.aux_loss()
+        if aux is not None:  # a method's own regulariser (SMoP's load balancing)
+            self.log("train/aux_loss", aux, on_step=True, on_epoch=True, batch_size=n)
+            loss = loss + aux
         return loss
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
@@ -52,13 +58,21 @@ class PromptTuningModule(L.LightningModule):
         for key, value in values.items():
             self.log(key, value, prog_bar=key == monitor, add_dataloader_idx=False)
 
-    def configure_optimizers(self):
-        decay, no_decay = [], []
+    def param_groups(self) -> list[dict]:
+        """AdamW groups by learning rate and decay: no decay on biases and norms (ndim < 2); the
+        method's lr (method.lr, else optimizer.lr) for everything but parameters the method gives
+        their own (DEPT's low-rank update)."""
+        base_lr = self.lr or self.opt.lr
+        special = self.model.method.param_lrs()
+        groups: dict[tuple[float, bool], list] = {}
         for p in self.model.parameters():
             if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases and norms
-        groups = [{"params": decay, "weight_decay": self.opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=self.opt.lr, betas=tuple(self.opt.betas), eps=self.opt.eps)
+                groups.setdefault((special.get(p, base_lr), p.ndim >= 2), []).append(p)
+        return [{"params": params, "lr": lr, "weight_decay": self.opt.weight_decay if decay else 0.0}
+                for (lr, decay), params in groups.items()]
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.param_groups(), betas=tuple(self.opt.betas), eps=self.opt.eps)
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = get_scheduler(
             {"constant": "constant_with_warmup"}.get(self.opt.scheduler, self.opt.scheduler),

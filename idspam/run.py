@@ -51,7 +51,7 @@ def train(cfg: DictConfig) -> dict:
     data.setup()  # data problems surface here, before the weights are loaded
     backbone = load_backbone(run.model, backbone_config, with_mlm_head=run.head.type == "mlm")
     model = build_model(run, spec, backbone, tokenizer)
-    module = PromptTuningModule(model, spec, run.optimizer)
+    module = PromptTuningModule(model, spec, run.optimizer, lr=run.method.lr)
 
     output_dir = Path(run.output_dir)
     parameters = model.parameter_counts()

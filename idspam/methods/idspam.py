@@ -21,12 +21,13 @@ from torch import nn
 
 from ..errors import UserError, check_choice
 from ..injection import LowerStates
+from .base import MethodConfig, PromptMethod, at_least, probability
 
 EMBEDDING_SOURCES = ("word", "full")
 
 
 @dataclass
-class IDSPAMConfig:
+class IDSPAMConfig(MethodConfig):
     name: str = "idspam"
     prompt_length: int = 10  # t
     bottleneck: int = 128  # c
@@ -40,16 +41,15 @@ class IDSPAMConfig:
     dropout: float = 0.1
 
     def check(self) -> None:
-        if self.prompt_length < 1:
-            raise UserError(f"method.prompt_length={self.prompt_length} must be at least 1")
-        if self.bottleneck < 1:
-            raise UserError(f"method.bottleneck={self.bottleneck} must be at least 1")
-        if self.num_heads < 1:
-            raise UserError(f"method.num_heads={self.num_heads} must be at least 1")
-        if self.head_dim is not None and self.head_dim < 1:
-            raise UserError(f"method.head_dim={self.head_dim} must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"method.dropout={self.dropout} must be in [0, 1)")
+        super().check()
+        at_least("method.prompt_length", self.prompt_length)
+        at_least("method.bottleneck", self.bottleneck)
+        at_least("method.num_heads", self.num_heads)
+        if self.head_dim is not None:
+            at_least("method.head_dim", self.head_dim)
+        probability("method.dropout", self.dropout)
+        if self.name == "idspam_meanpool" and self.attention:
+            raise UserError("method=idspam_meanpool is the ablation without attention; it needs method.attention=false")
         check_choice("method.embedding_source", self.embedding_source, EMBEDDING_SOURCES)
 
     def check_hidden(self, hidden_size: int) -> None:
@@ -59,7 +59,7 @@ class IDSPAMConfig:
             )
 
 
-class IDSPAMGenerator(nn.Module):
+class IDSPAMGenerator(PromptMethod):
     """Input-dependent prompt: (B, L, n) token embeddings -> (B, t, n) prompt."""
 
     def __init__(self, cfg: IDSPAMConfig, hidden_size: int):

@@ -1,0 +1,38 @@
+"""Full fine-tuning: every backbone weight the forward pass uses is trained (embeddings and all
+layers; an unused pooler stays frozen). No prompt; the backbone follows train/eval mode, so its
+dropout is on in training as in standard fine-tuning. Defaults to lr 1e-5 (the paper's grid)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..injection import LowerStates, PromptInjectedEncoder
+from .base import MethodConfig, PromptMethod
+
+
+@dataclass
+class FinetuneConfig(MethodConfig):
+    name: str = "finetune"
+    layer: int | None = 0
+    lr: float | None = 1.0e-5
+
+
+class Finetune(PromptMethod):
+    grad_below = True
+
+    def __init__(self, cfg: FinetuneConfig, hidden_size: int):
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+
+    def backbone_modules(self, encoder: PromptInjectedEncoder) -> list[nn.Module]:
+        return [encoder.base.embeddings, encoder.layers]
+
+    def attach(self, encoder: PromptInjectedEncoder) -> None:
+        for module in self.backbone_modules(encoder):
+            module.requires_grad_(True)
+
+    def forward(self, states: LowerStates) -> None:
+        return None

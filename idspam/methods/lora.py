@@ -1,0 +1,88 @@
+"""LoRA (Hu et al. 2022) through Hugging Face PEFT: `LoraConfig` on the query and value projections
+by default, injected into the frozen backbone in place. No prompt. Only the LoRA matrices train;
+their dropout follows train/eval mode while the frozen backbone keeps `model.backbone_mode`.
+
+`save_adapter(folder)` writes PEFT's own format (adapter_config.json, adapter_model.safetensors),
+which `peft.PeftModel.from_pretrained(<the backbone>, folder)` loads; `load_adapter` reads it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import UserError, check_choice
+from ..injection import LowerStates, PromptInjectedEncoder
+from .base import MethodConfig, PromptMethod, at_least, probability
+
+
+@dataclass
+class LoRAConfig(MethodConfig):
+    name: str = "lora"
+    layer: int | None = 0
+    lr: float | None = 5.0e-4
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    bias: str = "none"  # none | all | lora_only (PEFT's option)
+
+    def check(self) -> None:
+        super().check()
+        at_least("method.r", self.r)
+        probability("method.dropout", self.dropout)
+        if not self.target_modules:
+            raise UserError("method.target_modules is empty; name the backbone modules to adapt, e.g. [query,value]")
+        check_choice("method.bias", self.bias, ("none", "all", "lora_only"))
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(self.target_modules), bias=self.bias)
+
+
+class LoRA(PromptMethod):
+    grad_below = True  # the adapted projections sit in every layer
+
+    def __init__(self, cfg: LoRAConfig, hidden_size: int):
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self._peft: tuple = ()  # the PeftModel wrapping the backbone (kept out of this module's children)
+
+    @property
+    def peft_model(self):
+        if not self._peft:
+            raise RuntimeError("LoRA.attach(encoder) has not been called")
+        return self._peft[0]
+
+    def attach(self, encoder: PromptInjectedEncoder) -> None:
+        from peft import get_peft_model
+
+        try:
+            self._peft = (get_peft_model(encoder.base, self.cfg.peft_config()),)  # injects into encoder.base
+        except ValueError as e:
+            names = sorted({name.rsplit(".", 1)[-1] for name, m in encoder.base.named_modules()
+                            if isinstance(m, nn.Linear)})
+            raise UserError(f"method.target_modules={list(self.cfg.target_modules)} do not match the backbone's "
+                            f"layers; linear modules there: {', '.join(names)}") from e
+
+    def backbone_modules(self, encoder: PromptInjectedEncoder) -> list[nn.Module]:
+        from peft.tuners.lora import LoraLayer
+
+        return [m for m in encoder.base.modules() if isinstance(m, LoraLayer)]
+
+    def save_adapter(self, folder: str | Path) -> None:
+        self.peft_model.save_pretrained(str(folder))
+
+    def load_adapter(self, folder: str | Path) -> None:
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        set_peft_model_state_dict(self.peft_model, load_peft_weights(str(folder), device="cpu"))
+
+    def forward(self, states: LowerStates) -> None:
+        return None

@@ -1,0 +1,56 @@
+"""Late Prompt Tuning (Liu et al. 2022), as in its official code ("naive" prompt generator).
+
+h = hidden state of the first token entering layer m (after layer m-1), then
+Linear(n, r) -> ReLU -> Linear(r, t*n) -> view (t, n) -> dropout, prepended before layer m.
+`static: true` is LPT's static late prompt: t trained vectors at layer m.
+The ID-SPAM paper's LPT counts (11 * 256 * n) are this generator with r = 256, t = 10 and no
+biases (`bias: false`); the official code has biases (the default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..injection import LowerStates
+from .base import MethodConfig, PromptMethod, at_least, batch_prompt, probability
+
+
+@dataclass
+class LPTConfig(MethodConfig):
+    name: str = "lpt"
+    prompt_length: int = 10  # t
+    bottleneck: int = 256  # r
+    bias: bool = True
+    dropout: float = 0.1
+    static: bool = False  # a static late prompt instead of the generator
+
+    def check(self) -> None:
+        super().check()
+        at_least("method.prompt_length", self.prompt_length)
+        at_least("method.bottleneck", self.bottleneck)
+        probability("method.dropout", self.dropout)
+
+
+class LatePrompt(PromptMethod):
+    def __init__(self, cfg: LPTConfig, hidden_size: int):
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        n, t = hidden_size, cfg.prompt_length
+        self.shape = (t, n)
+        if cfg.static:
+            self.prompt = nn.Parameter(torch.randn(t, n) * 0.02)
+        else:
+            self.down = nn.Linear(n, cfg.bottleneck, bias=cfg.bias)
+            self.up = nn.Linear(cfg.bottleneck, t * n, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, states: LowerStates) -> torch.Tensor:
+        if self.cfg.static:
+            return self.dropout(batch_prompt(self.prompt, states))
+        first = states.hidden[:, 0]
+        return self.dropout(self.up(F.relu(self.down(first))).view(-1, *self.shape))

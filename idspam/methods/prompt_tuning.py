@@ -1,0 +1,58 @@
+"""Prompt tuning (Lester et al. 2021): t static trained vectors, prepended at the input (m = 0).
+
+With `layer` set above 0 it is a static deep prompt (LPT's static variant is `method=lpt
+method.static=true`). Initialisation: `vocab` copies the embeddings of t tokens drawn at random
+from the vocabulary (Lester et al.'s recommended start), `random` draws U(-a, a) with
+a = `init_range`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import check_choice
+from ..injection import LowerStates, PromptInjectedEncoder
+from .base import MethodConfig, PromptMethod, at_least, batch_prompt
+
+INITS = ("vocab", "random")
+
+
+@dataclass
+class PromptTuningConfig(MethodConfig):
+    name: str = "prompt_tuning"
+    layer: int | None = 0
+    prompt_length: int = 10  # t
+    init: str = "vocab"  # vocab | random
+    init_range: float = 0.5  # init=random: U(-init_range, init_range)
+    seed_vocab_ids: list[int] | None = None  # init=vocab: these token ids instead of a random draw
+
+    def check(self) -> None:
+        super().check()
+        at_least("method.prompt_length", self.prompt_length)
+        check_choice("method.init", self.init, INITS)
+
+
+class PromptTuning(PromptMethod):
+    def __init__(self, cfg: PromptTuningConfig, hidden_size: int):
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self.prompt = nn.Parameter(torch.empty(cfg.prompt_length, hidden_size).uniform_(-cfg.init_range, cfg.init_range))
+
+    def attach(self, encoder: PromptInjectedEncoder) -> None:
+        if self.cfg.init != "vocab":
+            return
+        table = encoder.base.embeddings.word_embeddings.weight
+        t = self.cfg.prompt_length
+        if self.cfg.seed_vocab_ids:
+            ids = torch.tensor((list(self.cfg.seed_vocab_ids) * t)[:t], device=table.device)
+        else:
+            ids = torch.randint(table.shape[0], (t,), device=table.device)
+        with torch.no_grad():
+            self.prompt.copy_(table[ids])
+
+    def forward(self, states: LowerStates) -> torch.Tensor:
+        return batch_prompt(self.prompt, states)

@@ -1,0 +1,135 @@
+"""Trainable parameters per method, as a Markdown table, beside the paper's Table 12.
+
+    python -m idspam.params                          # roberta_base and roberta_large
+    python -m idspam.params model=minilm,roberta_base task=mnli include_head=true
+
+Each method is built exactly as a run builds it, on the model's architecture with random weights
+on the `meta` device (no download, no memory), and its parameters are counted. Any other
+`key=value` is a config override applied to every row (e.g. `task=mnli`, `head=mlm`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UserError
+
+# Table 12 of the paper (PAPER.md); none of them includes a classification head.
+PAPER_TABLE_12 = {
+    ("idspam", "roberta_base"): 2_064_384, ("idspam", "roberta_large"): 3_538_944,
+    ("lpt", "roberta_base"): 2_162_688, ("lpt", "roberta_large"): 2_883_584,
+    ("lora", "roberta_base"): 3_495_312, ("lora", "roberta_large"): 7_931_280,
+}
+DEFAULT_MODELS = ("roberta_base", "roberta_large")
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    overrides: tuple[str, ...] = ()
+    note: str = ""
+    compare: bool = True  # show the paper's count of this method beside this row
+
+
+ROWS = (
+    Row("idspam", note="defaults (t=10, c=128)"),
+    Row("idspam", ("method.prompt_length=11", "method.bottleneck=32", "method.mlp_bias=false"),
+        "the configuration that reproduces Table 12"),
+    Row("idspam_meanpool", note="ablation: no attention"),
+    Row("prompt_tuning"),
+    Row("ptuning"),
+    Row("lpt", note="official code (biases)"),
+    Row("lpt", ("method.bias=false",), "reproduces Table 12"),
+    Row("lpt", ("method.static=true",), "static late prompt", compare=False),
+    Row("smop"),
+    Row("dept"),
+    Row("lora", note="r=8 on query, value"),
+    Row("finetune"),
+)
+
+
+def count(overrides: list[str]) -> tuple[int, int]:
+    """(method parameters, head parameters) of the run the overrides describe."""
+    from hydra import compose, initialize_config_dir
+
+    from .backbone import load_backbone, load_config
+    from .config import HeadConfig, ModelConfig, TaskConfig, typed
+    from .heads import ClassificationHead
+    from .injection import PromptInjectedEncoder
+    from .methods import build_method, method_config
+    from .model import PromptModel
+    from .run import CONF_DIR
+    from .tasks import get_spec
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    model_cfg = typed(cfg.model, ModelConfig, "model")
+    model_cfg.pretrained = False  # the architecture only: random weights on the meta device
+    head_cfg = typed(cfg.head, HeadConfig, "head")
+    spec = get_spec(typed(cfg.task, TaskConfig, "task"))
+    method_cfg = method_config(cfg.method)
+    config = load_config(model_cfg)
+    with torch.device("meta"):
+        encoder = PromptInjectedEncoder(load_backbone(model_cfg, config).base)
+        method = build_method(method_cfg, encoder.hidden_size)
+        method.attach(encoder)
+        head = (ClassificationHead(encoder.hidden_size, spec.num_labels, head_cfg.dropout, head_cfg.dense)
+                if head_cfg.type == "cls" else torch.nn.Identity())  # head=mlm trains nothing
+        counts = PromptModel(encoder, method, head, 0).parameter_counts()
+    return counts["method"], counts["head"]
+
+
+def table(models: list[str], extra: list[str], include_head: bool = False) -> str:
+    header = ["method", "settings"]
+    for name in models:
+        header += [f"{name} (ours)", f"{name} (paper)"]
+    header += ["head in ours", "note"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in ROWS:
+        cells = [row.method, " ".join(o.removeprefix("method.") for o in row.overrides) or "defaults"]
+        heads = []
+        for name in models:
+            method, head = count([f"model={name}", f"method={row.method}", *row.overrides, *extra])
+            ours = method + head if include_head else method
+            paper = PAPER_TABLE_12.get((row.method, name)) if row.compare else None
+            mark = " (equal)" if paper == ours else ""
+            cells += [f"{ours:,}", f"{paper:,}{mark}" if paper else ""]
+            heads.append(f"{head:,}")
+        cells += [f"{'yes' if include_head else 'no'} (head: {' / '.join(heads)})", row.note]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Paper: Table 12 of the ID-SPAM paper; its counts include no classification head. "
+                 "No LoRA configuration we searched (any rank, on any subset of the query, key, value, "
+                 "attention-output and feed-forward projections, with no head, a linear head or RoBERTa's "
+                 "dense head) gives its LoRA counts exactly.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .run import check_group_choices
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    models, extra, include_head = list(DEFAULT_MODELS), [], False
+    try:
+        for arg in argv:
+            key, _, value = arg.partition("=")
+            if key == "model":
+                models = [m for m in value.split(",") if m]
+            elif key == "include_head":
+                include_head = value.lower() in ("1", "true", "yes")
+            elif key in ("method", "layer"):
+                raise UserError(f"{key}= is not an option of idspam.params: it counts every method")
+            else:
+                extra.append(arg)
+        check_group_choices([f"model={','.join(models)}", *extra])
+        print(table(models, extra, include_head))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
