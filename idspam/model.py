@@ -33,12 +33,15 @@ class PromptModel(nn.Module):
             module.train(mode)
         return self
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.encoder(
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Final hidden states of the real tokens, the method's prompt injected before `layer`."""
+        return self.encoder(
             batch["input_ids"], batch["attention_mask"], self.layer, self.method, batch.get("token_type_ids"),
             grad_below=self.method.grad_below, embed_fn=self.method.input_embeds,
         )
-        return self.head(hidden, batch)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.hidden_states(batch), batch)
 
     def aux_loss(self) -> torch.Tensor | None:
         return self.method.aux_loss()

@@ -32,18 +32,30 @@ def compose_cfg(tmp_path):
     return _compose
 
 
-@pytest.fixture(scope="session")
-def tiny_backbone():
-    """The `tiny` model (random-weight RoBERTa) and the packaged MiniLM tokenizer."""
-    import torch
+def tiny_model_config():
     from omegaconf import OmegaConf
 
-    from idspam.backbone import load_backbone, load_config, load_tokenizer
     from idspam.config import ModelConfig, typed
 
     node = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "tiny.yaml")
     node.pop("defaults")
-    cfg = typed(node, ModelConfig, "model")
+    return typed(node, ModelConfig, "model")
 
+
+def make_tiny_backbone():
+    """A fresh `tiny` backbone (random-weight RoBERTa), the same weights on every call."""
+    import torch
+
+    from idspam.backbone import load_backbone, load_config
+
+    cfg = tiny_model_config()
     torch.manual_seed(0)
-    return load_backbone(cfg, load_config(cfg)), load_tokenizer(cfg)
+    return load_backbone(cfg, load_config(cfg))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    """The `tiny` model and the packaged MiniLM tokenizer (shared: tests must not modify it)."""
+    from idspam.backbone import load_tokenizer
+
+    return make_tiny_backbone(), load_tokenizer(tiny_model_config())

@@ -88,6 +88,27 @@ def test_minilm_on_sst2_learns(tmp_path):
     assert results["best"]["value"] > 0.6, results["best"]
 
 
+@pytest.mark.slow
+@needs_glue
+def test_every_method_runs_on_mrpc_with_minilm(tmp_path):
+    """Real data, real backbone: one multirun over `method=`; every job finishes and writes its metric."""
+    from idspam.methods import METHODS
+
+    methods = sorted(METHODS)
+    run_cli("-m", "task=mrpc", "model=minilm", f"data_dir={GLUE_DIR}", "task.max_train_samples=96",
+            "task.max_eval_samples=64", "task.max_length=64", "trainer.max_epochs=1", "logger=none",
+            f"method={','.join(methods)}", f"hydra.sweep.dir={tmp_path}", timeout=900)
+    results = {r["method"]: r for r in (json.loads(p.read_text()) for p in tmp_path.glob("*/results.json"))}
+    assert sorted(results) == methods
+    for name, r in results.items():
+        assert r["status"] == "finished", (name, r.get("error"))
+        assert 0.0 <= r["best"]["value"] <= 1.0 and r["monitor"] == "validation/acc_f1", name
+    assert results["lpt"]["layer"] == 3 and results["prompt_tuning"]["layer"] == 0 and results["lora"]["layer"] == 0
+    trainable = {name: r["parameters"]["method"] for name, r in results.items()}
+    assert trainable["prompt_tuning"] == 10 * 384 and trainable["finetune"] > 20_000_000
+    assert trainable["lora"] == 6 * 2 * 2 * 8 * 384
+
+
 def test_wandb_logger_works_offline(compose_cfg, monkeypatch):
     from idspam.run import train
 

@@ -8,6 +8,7 @@ which `peft.PeftModel.from_pretrained(<the backbone>, folder)` loads; `load_adap
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +64,9 @@ class LoRA(PromptMethod):
         from peft import get_peft_model
 
         try:
-            self._peft = (get_peft_model(encoder.base, self.cfg.peft_config()),)  # injects into encoder.base
+            with warnings.catch_warnings():  # a transformers deprecation that PEFT triggers; not ours to fix
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                self._peft = (get_peft_model(encoder.base, self.cfg.peft_config()),)  # injects into encoder.base
         except ValueError as e:
             names = sorted({name.rsplit(".", 1)[-1] for name, m in encoder.base.named_modules()
                             if isinstance(m, nn.Linear)})
