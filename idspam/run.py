@@ -34,6 +34,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 register_schemas()
 # The frozen backbone is in eval mode on purpose (model.backbone_mode); Lightning warns about it.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # inside Lightning 2.6
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "Tip:" not in r.getMessage())
 
 
