@@ -72,6 +72,16 @@ class PromptInjectedEncoder(nn.Module):
     def word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.base.embeddings.word_embeddings(input_ids)
 
+    @torch.no_grad()
+    def embedding_output(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """What the embedding layer writes for these ids (no dropout): the space a prompt at m = 0 lives in."""
+        embeddings, mode = self.base.embeddings, self.base.embeddings.training
+        embeddings.eval()
+        try:
+            return embeddings(input_ids=input_ids)
+        finally:
+            embeddings.train(mode)
+
     def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int) -> torch.Tensor:
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
         for layer in self.layers[start:end]:

@@ -274,3 +274,14 @@ def test_lora_dropout_follows_training_mode_while_the_backbone_stays_frozen():
     assert not model.encoder.base.embeddings.training
     finetune = build("finetune").train()
     assert finetune.encoder.base.embeddings.training and finetune.encoder.layers[0].training
+
+
+def test_prompt_tuning_starts_from_vocabulary_tokens_as_the_embedding_layer_writes_them(tiny_backbone):
+    _, tokenizer = tiny_backbone
+    model = build("prompt_tuning", seed_vocab_ids=[7, 8, 9])
+    ids = torch.tensor([[7, 8, 9, 7, 8, 9, 7, 8, 9, 7]])
+    with torch.no_grad():
+        expected = model.encoder.base.eval().embeddings(input_ids=ids)[0]
+    torch.testing.assert_close(model.method.prompt.detach(), expected)
+    random = build("prompt_tuning", init="random", init_range=0.1).method.prompt
+    assert random.abs().max() <= 0.1 and random.std() > 0.01

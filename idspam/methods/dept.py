@@ -3,7 +3,8 @@
     word embeddings of the real tokens += (A B)[:L]      A: (max_length, r), B: (r, n), r = 45
     prompt: t trained vectors, prepended at the input (m = 0)
 
-A starts as Kaiming-uniform noise and B at zero, so training starts from the plain embeddings. A and
+The prompt starts as prompt tuning's `vocab` init; A as Kaiming-uniform noise and B at zero, so
+training starts from the plain embeddings. A and
 B train with their own learning rate (`lowrank_lr`); the prompt with `method.lr` / optimizer.lr.
 """
 
@@ -17,6 +18,7 @@ from torch import nn
 from ..errors import UserError
 from ..injection import LowerStates, PromptInjectedEncoder
 from .base import MethodConfig, PromptMethod, at_least, batch_prompt
+from .prompt_tuning import vocab_init
 
 
 @dataclass
@@ -27,7 +29,6 @@ class DEPTConfig(MethodConfig):
     rank: int = 45  # r
     max_length: int = 256  # rows of A: the longest input the update covers (task.max_length or more)
     lowrank_lr: float = 1.0e-4
-    init_range: float = 0.5
 
     def check(self) -> None:
         super().check()
@@ -46,15 +47,13 @@ class DecomposedPrompt(PromptMethod):
         cfg.check()
         self.cfg = cfg
         t, r, n = cfg.prompt_length, cfg.rank, hidden_size
-        self.prompt = nn.Parameter(torch.empty(t, n).uniform_(-cfg.init_range, cfg.init_range))
+        self.prompt = nn.Parameter(torch.zeros(t, n))  # `attach` starts it from vocabulary tokens
         self.lora_a = nn.Parameter(torch.empty(cfg.max_length, r))
         self.lora_b = nn.Parameter(torch.zeros(r, n))
         nn.init.kaiming_uniform_(self.lora_a, a=5**0.5)
 
     def attach(self, encoder: PromptInjectedEncoder) -> None:
-        table = encoder.base.embeddings.word_embeddings.weight  # start the prompt from vocabulary rows
-        with torch.no_grad():
-            self.prompt.copy_(table[torch.randint(table.shape[0], (self.cfg.prompt_length,))])
+        self.prompt.data.copy_(vocab_init(encoder, self.cfg.prompt_length))  # as prompt tuning starts
 
     def input_embeds(self, word_embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         L = word_embeddings.shape[1]

@@ -1,9 +1,9 @@
 """Prompt tuning (Lester et al. 2021): t static trained vectors, prepended at the input (m = 0).
 
 With `layer` set above 0 it is a static deep prompt (LPT's static variant is `method=lpt
-method.static=true`). Initialisation: `vocab` copies the embeddings of t tokens drawn at random
-from the vocabulary (Lester et al.'s recommended start), `random` draws U(-a, a) with
-a = `init_range`.
+method.static=true`). Initialisation: `vocab` copies the embedding-layer output of t tokens drawn
+at random from the vocabulary (Lester et al.'s recommended start, in the space the prompt enters at
+m = 0), `random` draws U(-a, a) with a = `init_range`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,17 @@ class PromptTuningConfig(MethodConfig):
         check_choice("method.init", self.init, INITS)
 
 
+def vocab_init(encoder: PromptInjectedEncoder, t: int, ids: list[int] | None = None) -> torch.Tensor:
+    """(t, n): the embedding output of t vocabulary tokens (`ids`, repeated as needed, or drawn at
+    random), so that the prompt starts where real tokens live at the injection point (m = 0)."""
+    table = encoder.base.embeddings.word_embeddings.weight
+    if ids:
+        picked = torch.tensor((list(ids) * t)[:t], device=table.device)
+    else:
+        picked = torch.randint(table.shape[0], (t,), device=table.device)
+    return encoder.embedding_output(picked[None])[0]
+
+
 class PromptTuning(PromptMethod):
     def __init__(self, cfg: PromptTuningConfig, hidden_size: int):
         super().__init__()
@@ -45,14 +56,7 @@ class PromptTuning(PromptMethod):
     def attach(self, encoder: PromptInjectedEncoder) -> None:
         if self.cfg.init != "vocab":
             return
-        table = encoder.base.embeddings.word_embeddings.weight
-        t = self.cfg.prompt_length
-        if self.cfg.seed_vocab_ids:
-            ids = torch.tensor((list(self.cfg.seed_vocab_ids) * t)[:t], device=table.device)
-        else:
-            ids = torch.randint(table.shape[0], (t,), device=table.device)
-        with torch.no_grad():
-            self.prompt.copy_(table[ids])
+        self.prompt.data.copy_(vocab_init(encoder, self.cfg.prompt_length, self.cfg.seed_vocab_ids))
 
     def forward(self, states: LowerStates) -> torch.Tensor:
         return batch_prompt(self.prompt, states)
