@@ -32,6 +32,9 @@ from .results import ResultsWriter, atomic_write_json, git_commit, package_versi
 log = logging.getLogger("idspam")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 register_schemas()
+# `${first_set:a,b}`: the first value that is not null (the run dir names the layer a method really uses)
+OmegaConf.register_new_resolver("first_set", lambda *values: next((v for v in values if v is not None), None),
+                                replace=True)
 # The frozen backbone is in eval mode on purpose (model.backbone_mode); Lightning warns about it.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # inside Lightning 2.6
