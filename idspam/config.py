@@ -114,6 +114,7 @@ class RunConfig:
     data_dir: str | None
     cache_dir: str
     output_dir: str
+    resume: str | None = None
 
 
 def check_layer(layer: int, num_layers: int, model_name: str) -> None:
@@ -181,6 +182,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         data_dir=str(Path(data_dir).expanduser()) if data_dir else None,
         cache_dir=str(Path(cfg.get("cache_dir") or "~/.cache/idspam").expanduser()),
         output_dir=output_dir,
+        resume=cfg.get("resume"),
     )
 
 

@@ -8,6 +8,7 @@ from torch import nn
 from .backbone import Backbone, count_parameters
 from .config import RunConfig
 from .data import label_word_ids
+from .errors import UserError
 from .heads import ClassificationHead, MLMVerbalizerHead
 from .injection import PromptInjectedEncoder
 from .methods import build_method
@@ -45,6 +46,25 @@ class PromptModel(nn.Module):
 
     def aux_loss(self) -> torch.Tensor | None:
         return self.method.aux_loss()
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only what trains (method, head, LoRA matrices...): never a frozen backbone tensor."""
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trained_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load `trained_state_dict()` output; refuse (naming `source`) anything that does not fit."""
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        if missing or unexpected:
+            raise UserError(f"{source} does not fit this model: it lacks {missing[:3]} and has extra {unexpected[:3]} "
+                            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+        for name, tensor in state.items():
+            if tensor.shape != params[name].shape:
+                raise UserError(f"{source} does not fit this model: {name} has shape {tuple(tensor.shape)}, "
+                                f"the model needs {tuple(params[name].shape)}")
+        with torch.no_grad():
+            for name, tensor in state.items():
+                params[name].copy_(tensor)
 
     def parameter_counts(self) -> dict[str, int | bool]:
         """Trainable parameters; `method` counts those the method trains wherever they live (LoRA's are

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import get_scheduler
 
+from .checkpoints import rng_state, set_rng_state
 from .config import OptimizerConfig
+from .errors import UserError
 from .metrics import TaskMetrics
 from .model import PromptModel
 from .tasks import TaskSpec
@@ -22,6 +24,25 @@ class PromptTuningModule(L.LightningModule):
         self.eval_splits = spec.eval_splits
         self.metrics = nn.ModuleList(TaskMetrics(spec) for _ in self.eval_splits)
         self.last_eval: dict[str, float] = {}
+        self.fingerprint: dict | None = None  # the run's config, stored in checkpoints to refuse a mismatched resume
+
+    # ------------------------------------------------------------ checkpoints: only what trains
+
+    def state_dict(self, *args, **kwargs):
+        """A checkpoint holds the trained tensors only (a few MB for ID-SPAM), never the frozen backbone."""
+        return {f"model.{k}": v for k, v in self.model.trained_state_dict().items()}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        self.model.load_trained_state(state, "the checkpoint")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng"] = rng_state()  # the next epoch's shuffle and dropout, for an exact resume
+        checkpoint["idspam"] = self.fingerprint
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng" in checkpoint:
+            set_rng_state(checkpoint["rng"])
 
     def forward(self, batch):
         return self.model(batch)
@@ -34,6 +55,11 @@ class PromptTuningModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         n = len(batch["labels"])
         loss = self.loss(self(batch), batch["labels"])
+        if not torch.isfinite(loss):
+            raise UserError(
+                f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"try a lower learning rate (now {self.lr or self.opt.lr}: method.lr / optimizer.lr). "
+                "The last good checkpoint is kept in the run dir (checkpoints/last.ckpt)")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         aux = self.model.aux_loss()
         if aux is not None:  # a method's own regulariser (SMoP's load balancing)

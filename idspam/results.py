@@ -15,20 +15,32 @@ import lightning as L
 PACKAGES = ("idspam", "torch", "lightning", "transformers", "datasets", "torchmetrics", "hydra-core", "peft", "wandb")
 
 
-def atomic_write_json(path: str | Path, obj) -> None:
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain open()/mkdir() would give (temporary files are created private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the target."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def package_versions() -> dict[str, str | None]:
@@ -118,6 +130,15 @@ class ResultsWriter(L.Callback):
         self.write()
 
     def on_exception(self, trainer, pl_module, exception):
-        self.results["status"] = "failed"
+        self.results["status"] = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
         self.results["error"] = f"{type(exception).__name__}: {exception}"
         self.write()
+
+    # saved in every checkpoint, so a resumed run continues its results where the checkpoint stands
+    def state_dict(self) -> dict:
+        return {key: self.results[key] for key in ("epochs", "best", "train_examples_per_second", "resumed")
+                if key in self.results}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.results.update(state)
+        self.results["resumed"] = self.results.get("resumed", 0) + 1

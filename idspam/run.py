@@ -6,14 +6,17 @@ files, layer range), then the data is read and tokenised, and only then is the m
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -21,7 +24,9 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from . import tasks
+from .adapter import export_adapter
 from .backbone import load_backbone, load_config, load_tokenizer
+from .checkpoints import RESUME_KEYS, checkpoint_callbacks, load_checkpoint, resume_checkpoint
 from .config import check_layer, register_schemas, validate
 from .data import TaskDataModule
 from .errors import UserError
@@ -49,13 +54,18 @@ def train(cfg: DictConfig) -> dict:
     backbone_config = load_config(run.model)
     check_layer(run.layer, backbone_config.num_hidden_layers, run.model.name)
 
+    fingerprint = run_fingerprint(cfg)
+    ckpt_path = resume_checkpoint(run.resume, fingerprint) if run.resume else None
+
     L.seed_everything(run.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(run.model, backbone_config)
     data = TaskDataModule(run, spec, tokenizer, token_types=backbone_config.type_vocab_size > 1)
     data.setup()  # data problems surface here, before the weights are loaded
+    torch.manual_seed(run.seed)  # random-weight backbones and method init: the same on every run and in predict
     backbone = load_backbone(run.model, backbone_config, with_mlm_head=run.head.type == "mlm")
     model = build_model(run, spec, backbone, tokenizer)
     module = PromptTuningModule(model, spec, run.optimizer, lr=run.method.lr)
+    module.fingerprint = fingerprint
 
     output_dir = Path(run.output_dir)
     parameters = model.parameter_counts()
@@ -68,21 +78,30 @@ def train(cfg: DictConfig) -> dict:
         "versions": package_versions(), "git_commit": git_commit(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    writer = ResultsWriter(output_dir / "results.json", header, monitor,
-                           mode="min" if spec.metric == "mse" else "max", started=started)
+    mode = "min" if spec.metric == "mse" else "max"
+    writer = ResultsWriter(output_dir / "results.json", header, monitor, mode=mode, started=started)
+    callbacks = [writer]
+    if cfg.trainer.get("enable_checkpointing", True):
+        callbacks += checkpoint_callbacks(output_dir / "checkpoints", monitor, mode)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[writer])
-    log.info("training %s on %s with %s, layer %d: %s trainable parameters (head %s)", run.method.name, spec.name,
-             run.model.name, run.layer, f"{parameters['trainable']:,}", run.head.type)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    log.info("training %s on %s with %s, layer %d: %s trainable parameters (head %s)%s", run.method.name, spec.name,
+             run.model.name, run.layer, f"{parameters['trainable']:,}", run.head.type,
+             f"; resuming from {ckpt_path}" if ckpt_path else "")
     try:
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     finally:
         if any(isinstance(logger, WandbLogger) for logger in loggers):
             import wandb
 
             wandb.finish()  # one W&B run per job: multirun jobs must not merge
-    writer.write()  # final wall time, after the loggers closed
     results = writer.results
+    best_ckpt = output_dir / "checkpoints" / "best.ckpt"
+    if best_ckpt.is_file():  # the adapter holds the weights of the best epoch, the one results report
+        model.load_trained_state(
+            {k.removeprefix("model."): v for k, v in load_checkpoint(best_ckpt)["state_dict"].items()}, str(best_ckpt))
+    results["adapter"] = str(export_adapter(output_dir / "adapter", model, run, spec, backbone_config, results["best"]))
+    writer.write()  # final wall time, after the loggers closed
     best = results["best"]
     if best:
         print(f"dev {monitor} = {best['value']:.4f} (best epoch {best['epoch']}); "
@@ -92,16 +111,34 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = train(cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:  # record it; the other jobs go on
+    except Exception as e:
+        if not multirun and not isinstance(e, UserError):
+            raise  # a bug: the traceback is the useful part
+        message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        print(f"error: {message}", file=sys.stderr)
+        if multirun:  # record it in the job's own dir; the other jobs go on, the sweep summary lists it
             out = Path(HydraConfig.get().runtime.output_dir)
-            atomic_write_json(out / "results.json", {"status": "failed", "error": str(e)})
+            previous = out / "results.json"
+            record = json.loads(previous.read_text()) if previous.is_file() else {}
+            record.update(status="failed", error=message)
+            if not isinstance(e, UserError):
+                record["traceback"] = traceback.format_exc()
+            atomic_write_json(previous, record)
             return None
         sys.exit(2)
     return results["best"]["value"] if results.get("best") else None
+
+
+def run_fingerprint(cfg: DictConfig) -> dict:
+    """The resolved config sections a resumed run must share with the checkpoint's run."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    fingerprint = {key: resolved.get(key) for key in RESUME_KEYS}
+    if isinstance(fingerprint.get("trainer"), dict):
+        fingerprint["trainer"].pop("default_root_dir", None)
+    return fingerprint
 
 
 def check_group_choices(argv: list[str]) -> None:

@@ -224,6 +224,41 @@ def read_local(spec: TaskSpec, path: Path) -> dict[str, list]:
     return {"text": texts, "label": labels}
 
 
+def read_inputs(spec: TaskSpec, path: Path) -> tuple[list[tuple[str, ...]], list | None]:
+    """Texts to predict on, in the task's own file layout (its text columns); labels when the file has them."""
+    rows = _read_table(path)
+    if not rows:
+        raise UserError(f"input file {str(path)!r} is empty")
+    if isinstance(rows[0], dict):  # jsonl
+        texts, labels = [], []
+        for i, row in enumerate(rows, start=1):
+            missing = [c for c in spec.local_text if c not in row]
+            if missing:
+                raise UserError(f"{path}:{i}: missing column(s) {missing}; the record has {sorted(row)}")
+            texts.append(tuple(str(row[c]) for c in spec.local_text))
+            labels.append(_parse_label(row[spec.local_label], spec, path, i) if spec.local_label in row else None)
+        return texts, labels if all(x is not None for x in labels) else None
+    if spec.header:
+        header, body, first = rows[0], rows[1:], 2
+        missing = [c for c in spec.local_text if c not in header]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {missing}; the header has {header}")
+        index = [header.index(c) for c in spec.local_text]
+        label = header.index(spec.local_label) if spec.local_label in header else None
+    else:
+        body, first, index, label = rows, 1, list(spec.local_text), spec.local_label
+    if not body:
+        raise UserError(f"input file {str(path)!r} has no data rows")
+    texts, labels = [], []
+    for i, row in enumerate(body, start=first):
+        if len(row) <= max(index):
+            raise UserError(f"{path}:{i}: expected at least {max(index) + 1} fields, found {len(row)}")
+        texts.append(tuple(row[j] for j in index))
+        if label is not None and len(row) > label:
+            labels.append(_parse_label(row[label], spec, path, i))
+    return texts, labels if len(labels) == len(texts) else None
+
+
 def _labels_from_file(task: TaskConfig) -> tuple[str, ...]:
     if not task.train_file or not Path(task.train_file).expanduser().is_file():
         return ()  # reported by check_files

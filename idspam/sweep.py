@@ -1,0 +1,73 @@
+"""The multirun summary: one table of every job of a sweep, failed ones included.
+
+Hydra calls `SweepSummary.on_multirun_end` when all jobs are done (configured in
+conf/hydra/default.yaml); it writes `summary.json` and `summary.md` in the sweep dir and prints
+the failures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from .results import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("idspam")
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    """One row per job folder: its overrides, status, best metric and error."""
+    rows = []
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    for job in sorted(jobs, key=lambda p: int(p.name)):
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        results_file = job / "results.json"
+        try:
+            results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        except json.JSONDecodeError:
+            results = {"status": "failed", "error": "results.json is unreadable"}
+        best = results.get("best") or {}
+        rows.append({
+            "job": int(job.name), "overrides": overrides, "status": results.get("status", "missing"),
+            "monitor": results.get("monitor"), "best": best.get("value"), "best_epoch": best.get("epoch"),
+            "wall_time_s": results.get("wall_time_s"), "error": results.get("error"), "dir": str(job),
+        })
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| job | overrides | status | metric | best | epoch | wall s | error |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        best = f"{r['best']:.4f}" if isinstance(r["best"], float) else ""
+        wall = f"{r['wall_time_s']:.0f}" if r["wall_time_s"] else ""
+        error = (r["error"] or "").replace("|", "/").splitlines()[0][:160] if r["error"] else ""
+        lines.append(f"| {r['job']} | {' '.join(r['overrides'])} | {r['status']} | {r['monitor'] or ''} | {best} | "
+                     f"{'' if r['best_epoch'] is None else r['best_epoch']} | {wall} | {error} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(sweep_dir: Path) -> list[dict]:
+    rows = collect(sweep_dir)
+    failed = [r for r in rows if r["status"] != "finished"]
+    atomic_write_json(sweep_dir / "summary.json", {"jobs": len(rows), "failed": len(failed), "rows": rows})
+    atomic_write_text(sweep_dir / "summary.md", markdown(rows))
+    return rows
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = write_summary(sweep_dir)
+        failed = [r for r in rows if r["status"] != "finished"]
+        print(f"sweep summary: {len(rows) - len(failed)} of {len(rows)} jobs finished; {sweep_dir / 'summary.md'}")
+        for r in failed:
+            print(f"  job {r['job']} ({' '.join(r['overrides'])}): {r['status']}: {r['error']}")
