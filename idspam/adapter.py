@@ -51,6 +51,8 @@ def export_adapter(folder: Path, model, run: RunConfig, spec, backbone_config, b
     try:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))
+        for name in (WEIGHTS, CONFIG):
+            os.chmod(tmp / name, default_mode())
         if folder.exists():  # replace an older export as a whole
             old = folder.with_name(f".{folder.name}-old")
             shutil.rmtree(old, ignore_errors=True)

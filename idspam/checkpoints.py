@@ -1,9 +1,10 @@
 """Small checkpoints and exact resume.
 
-A checkpoint (`checkpoints/last.ckpt` every epoch, `checkpoints/best.ckpt` by the validation
-metric) holds the trained tensors, optimizer and scheduler state, the loop position, the results so
-far and the random number generators' states at the end of the epoch, so a resumed run shuffles
-and drops out exactly as an uninterrupted one. Lightning writes it through an fsspec transaction
+`checkpoints/last.ckpt`, written after every epoch, holds the trained tensors, optimizer and
+scheduler state, the loop position, the results so far and the random number generators' states at
+the end of the epoch, so a resumed run shuffles and drops out exactly as an uninterrupted one.
+`checkpoints/best.ckpt` holds the trained tensors of the best epoch by the validation metric.
+Neither holds a frozen backbone tensor. Lightning writes it through an fsspec transaction
 (a temporary file moved into place), so a kill never leaves a half-written checkpoint. Checkpoints
 are read with `torch.load(weights_only=True)`: plain tensors and containers only.
 """
@@ -41,10 +42,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def checkpoint_callbacks(folder: Path, monitor: str, mode: str) -> list[ModelCheckpoint]:
-    """`last.ckpt` after every epoch and `best.ckpt` for the best validation metric (first best on ties)."""
-    return [ModelCheckpoint(dirpath=folder, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                            save_last=True, save_on_train_epoch_end=True, auto_insert_metric_name=False,
-                            enable_version_counter=False)]
+    """`last.ckpt` after every epoch (everything a resume needs) and `best.ckpt` with the trained
+    tensors of the best epoch by the validation metric (the first best on ties)."""
+    common = dict(dirpath=folder, save_top_k=1, save_on_train_epoch_end=True, auto_insert_metric_name=False,
+                  enable_version_counter=False)
+    return [ModelCheckpoint(filename="last", **common),
+            ModelCheckpoint(filename="best", monitor=monitor, mode=mode, save_weights_only=True, **common)]
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -113,10 +113,10 @@ def predict(args: dict[str, str]) -> tuple[list[dict], tuple[str, ...] | None]:
             for row in logits.softmax(-1):
                 outputs.append({"prediction": spec.label_names[int(row.argmax())],
                                 "probabilities": dict(zip(spec.label_names, map(float, row), strict=True))})
-    for i, out in enumerate(outputs):
-        out["index"] = i
-        if labels is not None:
-            out["label"] = labels[i] if spec.is_regression else spec.label_names[labels[i]]
+    outputs = [{"index": i, **out} for i, out in enumerate(outputs)]
+    if labels is not None:
+        for out, label in zip(outputs, labels, strict=True):
+            out["label"] = label if spec.is_regression else spec.label_names[label]
     if labels is not None and not spec.is_regression:
         correct = sum(o["prediction"] == o["label"] for o in outputs)
         print(f"accuracy {correct / len(outputs):.4f} on {len(outputs)} labelled inputs", file=sys.stderr)
