@@ -83,7 +83,7 @@ def train(cfg: DictConfig) -> dict:
     callbacks = [writer]
     if cfg.trainer.get("enable_checkpointing", True):
         callbacks += checkpoint_callbacks(output_dir / "checkpoints", monitor, mode)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    loggers = make_loggers(cfg, output_dir, resumed=bool(run.resume))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     log.info("training %s on %s with %s, layer %d: %s trainable parameters (head %s)%s", run.method.name, spec.name,
              run.model.name, run.layer, f"{parameters['trainable']:,}", run.head.type,
@@ -130,6 +130,19 @@ def hydra_main(cfg: DictConfig) -> float | None:
             return None
         sys.exit(2)
     return results["best"]["value"] if results.get("best") else None
+
+
+def make_loggers(cfg: DictConfig, output_dir: Path, resumed: bool) -> list:
+    """The `logger` group's loggers; a resumed run's CSV log goes to csv/resumed-<n>/, keeping the first."""
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if not node:
+            continue
+        extra = {}
+        if resumed and str(node.get("_target_", "")).endswith("CSVLogger"):
+            extra["version"] = f"resumed-{len(list((output_dir / node.get('name', 'csv')).glob('resumed-*'))) + 1}"
+        loggers.append(instantiate(node, **extra))
+    return loggers
 
 
 def run_fingerprint(cfg: DictConfig) -> dict:

@@ -51,24 +51,26 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     assert resumed["best"] == whole["best"]
 
 
-def test_resume_refuses_another_configuration_and_a_missing_checkpoint(tmp_path):
-    run_cli(*FAST, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
-    proc = subprocess.run([sys.executable, "-m", "idspam.run", *FAST, "trainer.max_epochs=1", "optimizer.lr=0.5",
-                           f"resume={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "differs from the checkpoint's in ['optimizer']" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "idspam.run", *FAST, f"resume={tmp_path / 'nothing'}"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "no checkpoint at" in proc.stderr
+def test_resume_refuses_another_configuration_and_a_missing_checkpoint(compose_cfg, tmp_path):
+    from idspam.run import train
+
+    train(compose_cfg(*FAST, "trainer.max_epochs=1"))
+    with pytest.raises(UserError, match=r"differs from the checkpoint's in \['optimizer'\]; e.g. optimizer: checkpoint"):
+        train(compose_cfg(*FAST, "trainer.max_epochs=1", "optimizer.lr=0.5", f"resume={tmp_path}"))
+    with pytest.raises(UserError, match="no checkpoint at"):
+        train(compose_cfg(*FAST, f"resume={tmp_path / 'nothing'}"))
 
 
-def test_resume_before_the_first_checkpoint_starts_again(tmp_path):
-    run_cli(*FAST, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}")
+def test_resume_before_the_first_checkpoint_starts_again(compose_cfg, tmp_path, caplog):
+    from idspam.run import train
+
+    train(compose_cfg(*FAST, "trainer.max_epochs=1"))
     for ckpt in (tmp_path / "checkpoints").iterdir():
         ckpt.unlink()
-    proc = run_cli(*FAST, "trainer.max_epochs=1", f"resume={tmp_path}")
-    assert "no checkpoint yet; starting it from the beginning" in proc.stdout + proc.stderr
-    assert json.loads((tmp_path / "results.json").read_text())["status"] == "finished"
+    results = train(compose_cfg(*FAST, "trainer.max_epochs=1", f"resume={tmp_path}"))
+    assert "no checkpoint yet; starting it from the beginning" in caplog.text
+    assert results["status"] == "finished" and "resumed" not in results
+    assert (tmp_path / "csv" / "metrics.csv").is_file() and (tmp_path / "csv" / "resumed-1" / "metrics.csv").is_file()
 
 
 def test_checkpoints_hold_only_what_trains(compose_cfg, tmp_path):
