@@ -192,55 +192,24 @@ def _parse_label(raw, spec: TaskSpec, path: Path, line: int):
     raise UserError(f"{path}:{line}: label {text!r} is not in the label set {list(spec.label_names)} of task {spec.name!r}")
 
 
-def read_local(spec: TaskSpec, path: Path) -> dict[str, list]:
+def _read_examples(spec: TaskSpec, path: Path, need_labels: bool) -> tuple[list[tuple[str, ...]], list | None]:
+    """Texts (the task's text columns) and labels of a local file; labels may be absent unless needed."""
     rows = _read_table(path)
-    texts, labels = [], []
-    if rows and isinstance(rows[0], dict):  # jsonl
-        for i, row in enumerate(rows, start=1):
-            missing = [c for c in (*spec.local_text, spec.local_label) if c not in row]
-            if missing:
-                raise UserError(f"{path}:{i}: missing column(s) {missing}; the record has {sorted(row)}")
-            texts.append(tuple(str(row[c]) for c in spec.local_text))
-            labels.append(_parse_label(row[spec.local_label], spec, path, i))
-        return {"text": texts, "label": labels}
     if not rows:
         raise UserError(f"data file {str(path)!r} is empty")
-    if spec.header:
-        header, body, first = rows[0], rows[1:], 2
-        columns = [*spec.local_text, spec.local_label]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {missing}; the header has {header}")
-        index = [header.index(c) for c in columns]
-    else:
-        body, first, index = rows, 1, [*spec.local_text, spec.local_label]
-    if not body:
-        raise UserError(f"data file {str(path)!r} has no data rows")
-    for i, row in enumerate(body, start=first):
-        if len(row) <= max(index):
-            raise UserError(f"{path}:{i}: expected at least {max(index) + 1} fields, found {len(row)}")
-        texts.append(tuple(row[j] for j in index[:-1]))
-        labels.append(_parse_label(row[index[-1]], spec, path, i))
-    return {"text": texts, "label": labels}
-
-
-def read_inputs(spec: TaskSpec, path: Path) -> tuple[list[tuple[str, ...]], list | None]:
-    """Texts to predict on, in the task's own file layout (its text columns); labels when the file has them."""
-    rows = _read_table(path)
-    if not rows:
-        raise UserError(f"input file {str(path)!r} is empty")
+    texts, labels = [], []
     if isinstance(rows[0], dict):  # jsonl
-        texts, labels = [], []
         for i, row in enumerate(rows, start=1):
-            missing = [c for c in spec.local_text if c not in row]
+            missing = [c for c in (*spec.local_text, *([spec.local_label] if need_labels else [])) if c not in row]
             if missing:
                 raise UserError(f"{path}:{i}: missing column(s) {missing}; the record has {sorted(row)}")
             texts.append(tuple(str(row[c]) for c in spec.local_text))
-            labels.append(_parse_label(row[spec.local_label], spec, path, i) if spec.local_label in row else None)
-        return texts, labels if all(x is not None for x in labels) else None
+            if spec.local_label in row:
+                labels.append(_parse_label(row[spec.local_label], spec, path, i))
+        return texts, labels if len(labels) == len(texts) else None
     if spec.header:
         header, body, first = rows[0], rows[1:], 2
-        missing = [c for c in spec.local_text if c not in header]
+        missing = [c for c in (*spec.local_text, *([spec.local_label] if need_labels else [])) if c not in header]
         if missing:
             raise UserError(f"{path}: missing column(s) {missing}; the header has {header}")
         index = [header.index(c) for c in spec.local_text]
@@ -248,15 +217,26 @@ def read_inputs(spec: TaskSpec, path: Path) -> tuple[list[tuple[str, ...]], list
     else:
         body, first, index, label = rows, 1, list(spec.local_text), spec.local_label
     if not body:
-        raise UserError(f"input file {str(path)!r} has no data rows")
-    texts, labels = [], []
+        raise UserError(f"data file {str(path)!r} has no data rows")
+    needed = max(index + [label]) if need_labels else max(index)
     for i, row in enumerate(body, start=first):
-        if len(row) <= max(index):
-            raise UserError(f"{path}:{i}: expected at least {max(index) + 1} fields, found {len(row)}")
+        if len(row) <= needed:
+            raise UserError(f"{path}:{i}: expected at least {needed + 1} fields, found {len(row)}")
         texts.append(tuple(row[j] for j in index))
         if label is not None and len(row) > label:
             labels.append(_parse_label(row[label], spec, path, i))
     return texts, labels if len(labels) == len(texts) else None
+
+
+def read_local(spec: TaskSpec, path: Path) -> dict[str, list]:
+    """A labelled split from a local file."""
+    texts, labels = _read_examples(spec, path, need_labels=True)
+    return {"text": texts, "label": labels}
+
+
+def read_inputs(spec: TaskSpec, path: Path) -> tuple[list[tuple[str, ...]], list | None]:
+    """Texts to predict on, in the task's own file layout; their labels when the file has them."""
+    return _read_examples(spec, path, need_labels=False)
 
 
 def _labels_from_file(task: TaskConfig) -> tuple[str, ...]:
