@@ -115,6 +115,8 @@ class RunConfig:
     cache_dir: str
     output_dir: str
     resume: str | None = None
+    eval_tasks: list[str] = field(default_factory=list)  # zero-shot transfer: also evaluate on these tasks
+    init_from: str | None = None  # few-shot transfer: start from this adapter (a run's adapter/ folder)
 
 
 def check_layer(layer: int, num_layers: int, model_name: str) -> None:
@@ -167,7 +169,16 @@ def validate(cfg: DictConfig) -> RunConfig:
     check_choice(f"task.metric for task {spec.name!r}:", spec.metric, spec.metric_names)
     if head.type == "mlm":
         tasks.mlm_verbalizer(spec, task)  # raises if the task has no template / label words
+    eval_tasks = check_eval_tasks(cfg.get("eval_tasks"), spec, task, data_dir)
     tasks.check_files(spec, task, data_dir)
+
+    init_from = cfg.get("init_from")
+    if init_from:
+        k = cfg.get("few_shot_k", 100)
+        if not isinstance(k, int) or k < 1:
+            raise UserError(f"few_shot_k={k!r} must be a positive integer")
+        if task.max_train_samples is None:
+            task.max_train_samples = k  # few-shot: k training examples, drawn with the seed
 
     output_dir = cfg.get("paths", {}).get("output_dir") or "."
     return RunConfig(
@@ -183,7 +194,36 @@ def validate(cfg: DictConfig) -> RunConfig:
         cache_dir=str(Path(cfg.get("cache_dir") or "~/.cache/idspam").expanduser()),
         output_dir=output_dir,
         resume=cfg.get("resume"),
+        eval_tasks=eval_tasks,
+        init_from=str(Path(init_from).expanduser()) if init_from else None,
     )
+
+
+def check_transfer(source, target, what: str) -> None:
+    """Transfer needs the same label space: each label index must mean the same in both tasks."""
+    if source.meaning != target.meaning or source.grouped != target.grouped:
+        raise UserError(
+            f"{what}: task {target.name!r} has labels {list(target.label_names or ['<regression>'])}, which do not "
+            f"mean what {source.name!r}'s {list(source.label_names or ['<regression>'])} mean; transfer needs the "
+            "same label space (e.g. sst2 <-> imdb, qqp <-> mrpc)")
+
+
+def check_eval_tasks(names, spec, task: TaskConfig, data_dir) -> list[str]:
+    from . import tasks
+
+    if names is None:
+        return []
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"eval_tasks={names!r} must be a list of task names, e.g. eval_tasks=[imdb]")
+    for name in names:  # label spaces first, then files
+        check_choice("eval_tasks:", name, tasks.SPECS)
+        check_transfer(spec, tasks.SPECS[name], f"eval_tasks=[{name}]")
+    for name in names:
+        other = tasks.SPECS[name]
+        for split in other.eval_splits:
+            if other.hub is None or data_dir:
+                tasks.check_split_file(other, TaskConfig(name=name), split, data_dir)
+    return list(names)
 
 
 def register_schemas() -> None:

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import datasets
@@ -17,9 +18,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from .config import RunConfig
+from .config import RunConfig, TaskConfig
 from .errors import UserError
-from .tasks import TaskSpec, load_split, mlm_verbalizer, source_fingerprint
+from .tasks import TaskSpec, get_spec, load_split, mlm_verbalizer, source_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokeni
         return datasets.load_from_disk(str(folder))
     rows = load_split(spec, run.task, split, run.data_dir, run.seed)
     encoded = tokenize(rows["text"])
-    ds = datasets.Dataset.from_dict({**encoded, "labels": rows["label"]})
+    groups = {"group": rows["group"]} if "group" in rows else {}  # COPA / MultiRC: the question of each example
+    ds = datasets.Dataset.from_dict({**encoded, "labels": rows["label"], **groups})
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-")
     try:
@@ -134,22 +136,52 @@ class Collate:
         )
         dtype = torch.float if self.regression else torch.long
         batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=dtype)
+        if "group" in examples[0]:
+            batch["group"] = torch.tensor([e["group"] for e in examples])
         return batch
+
+
+@dataclass
+class EvalSet:
+    """One evaluation data set: a split of the run's task, or of a zero-shot transfer task."""
+
+    key: str  # metric prefix in results.json: "validation", or the transfer task's name
+    spec: TaskSpec
+    split: str
+    run: RunConfig  # the run's config with `task` set to this data set's task
+
+
+def eval_sets(run: RunConfig, spec: TaskSpec) -> list[EvalSet]:
+    """The run's own evaluation splits, then each `eval_tasks` task's (keyed by its name)."""
+    sets = [EvalSet(split, spec, split, run) for split in spec.eval_splits]
+    for name in run.eval_tasks:
+        task = TaskConfig(name=name, max_length=run.task.max_length, max_eval_samples=run.task.max_eval_samples)
+        other = get_spec(task)
+        for split in other.eval_splits:
+            key = name if len(other.eval_splits) == 1 else f"{name}_{split}"
+            sets.append(EvalSet(key, other, split, replace(run, task=task)))
+    return sets
 
 
 class TaskDataModule(L.LightningDataModule):
     def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer, token_types: bool = True):
         super().__init__()
-        self.run, self.spec, self.tokenizer = run, spec, tokenizer
-        template = mlm_verbalizer(spec, run.task)[0] if run.head.type == "mlm" else None
-        self.tokenize = Tokenize(tokenizer, run.task.max_length, template, token_types)
+        self.run, self.spec, self.tokenizer, self.token_types = run, spec, tokenizer, token_types
+        self.tokenize = self._tokenizer_for(run, spec)
         self.collate = Collate(tokenizer.pad_token_id or 0, spec.is_regression)
+        self.evals = eval_sets(run, spec)
         self.splits: dict[str, datasets.Dataset] = {}
 
+    def _tokenizer_for(self, run: RunConfig, spec: TaskSpec) -> Tokenize:
+        template = mlm_verbalizer(spec, run.task)[0] if run.head.type == "mlm" else None  # each task its own
+        return Tokenize(self.tokenizer, run.task.max_length, template, self.token_types)
+
     def setup(self, stage: str | None = None) -> None:
-        for split in ("train", *self.spec.eval_splits):
-            if split not in self.splits:
-                self.splits[split] = tokenized_split(self.run, self.spec, split, self.tokenize)
+        if "train" not in self.splits:
+            self.splits["train"] = tokenized_split(self.run, self.spec, "train", self.tokenize)
+        for ev in self.evals:
+            if ev.key not in self.splits:
+                self.splits[ev.key] = tokenized_split(ev.run, ev.spec, ev.split, self._tokenizer_for(ev.run, ev.spec))
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         size = self.run.data.batch_size if train else self.run.data.eval_batch_size
@@ -162,4 +194,4 @@ class TaskDataModule(L.LightningDataModule):
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(split, train=False) for split in self.spec.eval_splits]
+        return [self._loader(ev.key, train=False) for ev in self.evals]

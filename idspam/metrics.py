@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryF1Score,
     MulticlassAccuracy,
@@ -12,8 +12,42 @@ from torchmetrics.classification import (
     MulticlassMatthewsCorrCoef,
 )
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
+from torchmetrics.utilities import dim_zero_cat
 
 from .tasks import TaskSpec
+
+
+class GroupMetrics(Metric):
+    """Metrics over groups of examples: COPA's choice accuracy (the example of a question with the
+    highest P(label 1) is the answer) and MultiRC's F1 over all answers (f1a), exact match per
+    question (em) and accuracy over answers."""
+
+    full_state_update = False
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        for name in ("scores", "labels", "groups"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> None:
+        self.scores.append(logits.float().softmax(-1)[:, 1])
+        self.labels.append(labels)
+        self.groups.append(groups)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        scores, labels, groups = (dim_zero_cat(x) for x in (self.scores, self.labels, self.groups))
+        ids, index = groups.unique(return_inverse=True)
+        if self.kind == "choice":
+            best = torch.full((len(ids),), -1.0, device=scores.device).scatter_reduce(0, index, scores, "amax")
+            picked = (scores == best[index]) & (labels == 1)  # the right choice scored highest
+            return {"accuracy": torch.zeros(len(ids), device=scores.device).index_add(0, index, picked.float())
+                    .clamp(max=1).mean()}
+        predictions = (scores > 0.5).long()
+        wrong = torch.zeros(len(ids), device=scores.device).index_add(0, index, (predictions != labels).float())
+        tp = ((predictions == 1) & (labels == 1)).sum().float()
+        f1a = 2 * tp / ((predictions == 1).sum() + (labels == 1).sum()).clamp(min=1)
+        return {"f1a": f1a, "em": (wrong == 0).float().mean(), "accuracy": (predictions == labels).float().mean()}
 
 
 class TaskMetrics(nn.Module):
@@ -26,7 +60,10 @@ class TaskMetrics(nn.Module):
 
     def __init__(self, spec: TaskSpec):
         super().__init__()
-        self.regression = spec.is_regression
+        self.regression, self.grouped = spec.is_regression, spec.grouped
+        if self.grouped:
+            self.collection = GroupMetrics(self.grouped)
+            return
         if self.regression:
             metrics = {"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef(), "mse": MeanSquaredError()}
         else:
@@ -40,14 +77,18 @@ class TaskMetrics(nn.Module):
                 metrics["f1"] = BinaryF1Score()
         self.collection = MetricCollection(metrics)
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        if self.regression:
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None) -> None:
+        if self.grouped:
+            self.collection.update(logits, labels, groups)
+        elif self.regression:
             self.collection.update(logits.squeeze(-1).float(), labels.float())
         else:
             self.collection.update(logits.argmax(-1), labels)
 
     def compute(self) -> dict[str, float]:
         values = {k: float(v) for k, v in self.collection.compute().items()}
+        if self.grouped:
+            return values
         if self.regression:
             values["corr"] = (values["pearson"] + values["spearman"]) / 2
         else:

@@ -18,11 +18,14 @@ from .tasks import TaskSpec
 
 
 class PromptTuningModule(L.LightningModule):
-    def __init__(self, model: PromptModel, spec: TaskSpec, optimizer: OptimizerConfig, lr: float | None = None):
+    def __init__(self, model: PromptModel, spec: TaskSpec, optimizer: OptimizerConfig, lr: float | None = None,
+                 evals: list[tuple[str, TaskSpec]] | None = None):
+        """`evals`: (metric prefix, task) per validation loader; default: the task's own splits."""
         super().__init__()
         self.model, self.spec, self.opt, self.lr = model, spec, optimizer, lr
-        self.eval_splits = spec.eval_splits
-        self.metrics = nn.ModuleList(TaskMetrics(spec) for _ in self.eval_splits)
+        evals = evals or [(split, spec) for split in spec.eval_splits]
+        self.eval_splits = [key for key, _ in evals]
+        self.metrics = nn.ModuleList(TaskMetrics(task) for _, task in evals)
         self.last_eval: dict[str, float] = {}
         self.fingerprint: dict | None = None  # the run's config, stored in checkpoints to refuse a mismatched resume
 
@@ -72,7 +75,7 @@ class PromptTuningModule(L.LightningModule):
         split = self.eval_splits[dataloader_idx]
         self.log(f"{split}/loss", self.loss(logits, batch["labels"]), batch_size=len(batch["labels"]),
                  add_dataloader_idx=False)
-        self.metrics[dataloader_idx].update(logits, batch["labels"])
+        self.metrics[dataloader_idx].update(logits, batch["labels"], batch.get("group"))
 
     def on_validation_epoch_end(self) -> None:
         values = {}

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from . import tasks
-from .adapter import export_adapter
+from .adapter import check_backbone, export_adapter, read_adapter
 from .backbone import load_backbone, load_config, load_tokenizer
 from .checkpoints import RESUME_KEYS, checkpoint_callbacks, load_checkpoint, resume_checkpoint
 from .config import check_layer, register_schemas, validate
@@ -56,6 +56,7 @@ def train(cfg: DictConfig) -> dict:
 
     fingerprint = run_fingerprint(cfg)
     ckpt_path = resume_checkpoint(run.resume, fingerprint) if run.resume else None
+    start = transfer_start(run, spec, backbone_config) if run.init_from else None
 
     L.seed_everything(run.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(run.model, backbone_config)
@@ -64,7 +65,10 @@ def train(cfg: DictConfig) -> dict:
     torch.manual_seed(run.seed)  # random-weight backbones and method init: the same on every run and in predict
     backbone = load_backbone(run.model, backbone_config, with_mlm_head=run.head.type == "mlm")
     model = build_model(run, spec, backbone, tokenizer)
-    module = PromptTuningModule(model, spec, run.optimizer, lr=run.method.lr)
+    if start is not None:
+        model.load_trained_state(start, f"init_from={run.init_from!r}")
+    module = PromptTuningModule(model, spec, run.optimizer, lr=run.method.lr,
+                                evals=[(ev.key, ev.spec) for ev in data.evals])
     module.fingerprint = fingerprint
 
     output_dir = Path(run.output_dir)
@@ -73,6 +77,8 @@ def train(cfg: DictConfig) -> dict:
     header = {
         "task": spec.name, "method": run.method.name, "model": run.model.name, "layer": run.layer,
         "seed": run.seed, "head": run.head.type,
+        "table_metric": monitor,  # the metric the paper's tables report for this task
+        "eval_tasks": run.eval_tasks, "init_from": run.init_from,
         "parameters": parameters,
         "data": {split: len(ds) for split, ds in data.splits.items()},
         "versions": package_versions(), "git_commit": git_commit(),
@@ -143,6 +149,21 @@ def make_loggers(cfg: DictConfig, output_dir: Path, resumed: bool) -> list:
             extra["version"] = f"resumed-{len(list((output_dir / node.get('name', 'csv')).glob('resumed-*'))) + 1}"
         loggers.append(instantiate(node, **extra))
     return loggers
+
+
+def transfer_start(run, spec, backbone_config) -> dict:
+    """Few-shot transfer: the trained tensors of a run's adapter, checked against this run before any weights load."""
+    from .config import TaskConfig, check_transfer, typed
+
+    where = f"init_from={run.init_from!r}"
+    config, weights = read_adapter(run.init_from)
+    check_backbone(config, backbone_config, where)
+    trained = (config["method"]["name"], config["layer"])
+    if trained != (run.method.name, run.layer):
+        raise UserError(f"{where} holds method={trained[0]} at layer {trained[1]}; this run is method={run.method.name} "
+                        f"at layer {run.layer}: use the same method and layer")
+    check_transfer(tasks.get_spec(typed(config["task"], TaskConfig, "adapter task")), spec, where)
+    return weights
 
 
 def run_fingerprint(cfg: DictConfig) -> dict:

@@ -36,6 +36,20 @@ class TaskSpec:
     header: bool = True
     template: str | None = None
     label_words: tuple[str, ...] | None = None
+    collection: str | None = None  # data_dir may be the folder above: data_dir/<collection>/<local_dir>
+    reader: str | None = None  # records.py converter for structured records (copa, multirc, wic, wsc)
+    hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> the hub data set's split
+    # What each label index means, for transfer between tasks (default: the label names)
+    label_meaning: tuple[str, ...] | None = None
+
+    @property
+    def meaning(self) -> tuple[str, ...] | None:
+        return self.label_meaning or self.label_names
+
+    @property
+    def grouped(self) -> str | None:
+        """choice: the prediction is the best-scoring example of a group (COPA); multirc: per-question EM."""
+        return {"copa": "choice", "multirc": "multirc"}.get(self.reader)
 
     @property
     def num_labels(self) -> int:
@@ -50,6 +64,10 @@ class TaskSpec:
         """What `TaskMetrics` reports for this task (any of them can pick the best epoch)."""
         if self.is_regression:
             return ("pearson", "spearman", "corr", "mse")
+        if self.grouped == "choice":
+            return ("accuracy",)
+        if self.grouped == "multirc":
+            return ("f1a", "em", "accuracy")
         return ("accuracy", "macro_f1", "acc_f1", "mcc") + (("f1",) if self.num_labels == 2 else ())
 
 
@@ -57,8 +75,22 @@ def _glue(name, labels, metric, hub_text, local_dir, local_text, local_label="la
     files = kw.pop("local_files", {"train": ("train.tsv",), "validation": ("dev.tsv",)})
     return TaskSpec(
         name=name, label_names=labels, metric=metric, hub=("nyu-mll/glue", name), hub_text=hub_text,
-        local_dir=local_dir, local_files=files, local_text=local_text, local_label=local_label, **kw,
+        local_dir=local_dir, local_files=files, local_text=local_text, local_label=local_label,
+        collection="glue_data", **kw,
     )
+
+
+def _superglue(name, config, labels, metric, local_dir, text=(), reader=None, **kw) -> TaskSpec:
+    """SuperGLUE: hub `aps/super_glue`, or the original jsonl layout (<local_dir>/{train,val}.jsonl)."""
+    return TaskSpec(
+        name=name, label_names=labels, metric=metric, hub=("aps/super_glue", config), hub_text=text,
+        local_dir=local_dir, local_files={"train": ("train.jsonl",), "validation": ("val.jsonl",)},
+        local_text=text, collection="superglue", reader=reader, **kw,
+    )
+
+
+BOOL = ("False", "True")
+PARAPHRASE = ("not_paraphrase", "paraphrase")  # MRPC and QQP labels mean the same: transfer between them
 
 
 SPECS: dict[str, TaskSpec] = {
@@ -67,13 +99,15 @@ SPECS: dict[str, TaskSpec] = {
         _glue("rte", ("entailment", "not_entailment"), "accuracy", ("sentence1", "sentence2"), "RTE",
               ("sentence1", "sentence2"), template=NLI, label_words=("Yes", "No")),
         _glue("mrpc", ("not_equivalent", "equivalent"), "acc_f1", ("sentence1", "sentence2"), "MRPC",
-              ("#1 String", "#2 String"), "Quality", template=NLI, label_words=("No", "Yes")),
+              ("#1 String", "#2 String"), "Quality", template=NLI, label_words=("No", "Yes"),
+              label_meaning=PARAPHRASE),
         _glue("sst2", ("negative", "positive"), "accuracy", ("sentence",), "SST-2", ("sentence",),
               template="{s1} . It was {mask} .", label_words=("terrible", "great")),
         _glue("qnli", ("entailment", "not_entailment"), "accuracy", ("question", "sentence"), "QNLI",
               ("question", "sentence"), template=NLI, label_words=("Yes", "No")),
         _glue("qqp", ("not_duplicate", "duplicate"), "acc_f1", ("question1", "question2"), "QQP",
-              ("question1", "question2"), "is_duplicate", template="{s1} {mask} , {s2}", label_words=("No", "Yes")),
+              ("question1", "question2"), "is_duplicate", template="{s1} {mask} , {s2}", label_words=("No", "Yes"),
+              label_meaning=PARAPHRASE),
         _glue("mnli", ("entailment", "neutral", "contradiction"), "accuracy", ("premise", "hypothesis"), "MNLI",
               ("sentence1", "sentence2"), "gold_label", template=NLI, label_words=("Yes", "Maybe", "No"),
               eval_splits=("validation_matched", "validation_mismatched"),
@@ -85,6 +119,24 @@ SPECS: dict[str, TaskSpec] = {
         _glue("stsb", None, "pearson", ("sentence1", "sentence2"), "STS-B", ("sentence1", "sentence2"), "score"),
         _glue("wnli", ("not_entailment", "entailment"), "accuracy", ("sentence1", "sentence2"), "WNLI",
               ("sentence1", "sentence2"), template=NLI, label_words=("No", "Yes")),
+        _superglue("cb", "cb", ("entailment", "contradiction", "neutral"), "accuracy", "CB", ("premise", "hypothesis"),
+                   template=NLI, label_words=("Yes", "No", "Maybe")),
+        _superglue("rte_sg", "rte", ("entailment", "not_entailment"), "accuracy", "RTE", ("premise", "hypothesis"),
+                   template=NLI, label_words=("Yes", "No")),
+        _superglue("boolq", "boolq", BOOL, "accuracy", "BoolQ", ("question", "passage"),
+                   template="{s2} . Question: {s1} ? Answer: {mask} .", label_words=("No", "Yes")),
+        _superglue("wic", "wic", BOOL, "accuracy", "WiC", reader="wic", template="{s1} ? {mask} , {s2}",
+                   label_words=("No", "Yes")),
+        _superglue("wsc", "wsc.fixed", BOOL, "accuracy", "WSC", reader="wsc", template="{s1} ? {mask} , {s2}",
+                   label_words=("No", "Yes")),
+        _superglue("copa", "copa", ("wrong", "right"), "accuracy", "COPA", reader="copa",
+                   template="{s1} {mask} , {s2}", label_words=("No", "Yes")),
+        _superglue("multirc", "multirc", BOOL, "f1a", "MultiRC", reader="multirc",
+                   template="{s1} Question and answer: {s2} ? {mask} .", label_words=("No", "Yes")),
+        TaskSpec(name="imdb", label_names=("negative", "positive"), metric="accuracy",
+                 hub=("stanfordnlp/imdb", None), hub_text=("text",), hub_splits={"validation": "test"},
+                 local_dir="imdb", local_files={"train": ("train.tsv",), "validation": ("test.tsv",)},
+                 local_text=("sentence",), template="{s1} . It was {mask} .", label_words=("terrible", "great")),
         TaskSpec(name="demo", label_names=("negative", "positive"), metric="accuracy",
                  local_files={"train": ("demo_sentiment_train.csv",), "validation": ("demo_sentiment_dev.csv",)},
                  local_text=("sentence",), template="{s1} It was {mask} .", label_words=("terrible", "great")),
@@ -141,16 +193,27 @@ def _local_path(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | No
         if not path.is_file():
             raise UserError(f"missing data file {str(path)!r} (task.{split}_file)")
         return path
-    folder = Path(data_dir).expanduser() / spec.local_dir
-    for name in candidates:
-        if (folder / name).is_file():
-            return folder / name
+    root = Path(data_dir).expanduser()
+    folders = [root / spec.local_dir] + ([root / spec.collection / spec.local_dir] if spec.collection else [])
+    for folder in folders:
+        for name in candidates:
+            if (folder / name).is_file():
+                return folder / name
+    folder = folders[0]
     present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     raise UserError(
         f"missing data file {str(folder / candidates[0])!r} for task {spec.name!r} ({split}); "
         f"expected one of {list(candidates)} in {str(folder)!r}"
-        + (f", which holds {present}" if present else f" (no such folder; is data_dir={data_dir!r} a glue_data folder?)")
+        + (f", which holds {present}" if present else
+           f" (no such folder; data_dir={data_dir!r} should hold {spec.local_dir}/"
+           + (f" or {spec.collection}/{spec.local_dir}/)" if spec.collection else ")"))
     )
+
+
+def check_split_file(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | None) -> None:
+    if spec.hub is not None and not Path(data_dir).expanduser().is_dir():
+        raise UserError(f"data_dir={data_dir!r} is not a folder")
+    _local_path(spec, task, split, data_dir)
 
 
 def check_files(spec: TaskSpec, task: TaskConfig, data_dir: str | None) -> None:
@@ -198,6 +261,10 @@ def _read_examples(spec: TaskSpec, path: Path, need_labels: bool) -> tuple[list[
     if not rows:
         raise UserError(f"data file {str(path)!r} is empty")
     texts, labels = [], []
+    if spec.reader:  # structured records (COPA, MultiRC, WiC, WSC)
+        if not isinstance(rows[0], dict):
+            raise UserError(f"{path}: task {spec.name!r} reads jsonl records (the original SuperGLUE layout)")
+        return _from_records(spec, rows, str(path), need_labels)
     if isinstance(rows[0], dict):  # jsonl
         for i, row in enumerate(rows, start=1):
             missing = [c for c in (*spec.local_text, *([spec.local_label] if need_labels else [])) if c not in row]
@@ -228,10 +295,27 @@ def _read_examples(spec: TaskSpec, path: Path, need_labels: bool) -> tuple[list[
     return texts, labels if len(labels) == len(texts) else None
 
 
+def _from_records(spec: TaskSpec, records: list[dict], source: str, need_labels: bool):
+    from .records import expand
+
+    try:
+        texts, raw, groups, origin = expand(spec.reader, records)
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{source}: a record lacks the field {e} that task {spec.name!r} reads") from None
+    if any(label is None for label in raw):
+        if need_labels:
+            raise UserError(f"{source}: records without labels (an unlabelled test file?)")
+        return texts, None
+    labels = [_parse_label(label, spec, source, line) for label, line in zip(raw, origin, strict=True)]
+    if groups is not None and need_labels:
+        return texts, labels, groups
+    return texts, labels
+
+
 def read_local(spec: TaskSpec, path: Path) -> dict[str, list]:
-    """A labelled split from a local file."""
-    texts, labels = _read_examples(spec, path, need_labels=True)
-    return {"text": texts, "label": labels}
+    """A labelled split from a local file (with `group` ids for COPA and MultiRC)."""
+    texts, labels, *groups = _read_examples(spec, path, need_labels=True)
+    return {"text": texts, "label": labels, **({"group": groups[0]} if groups else {})}
 
 
 def read_inputs(spec: TaskSpec, path: Path) -> tuple[list[tuple[str, ...]], list | None]:
@@ -262,11 +346,13 @@ def _read_hub(spec: TaskSpec, split: str) -> dict[str, list]:
 
     path, name = spec.hub
     files = ", ".join(f"{spec.local_dir}/{f[0]}" for f in spec.local_files.values())
-    hint = (f"Point the run at local files in the original GLUE layout: data_dir=/path/to/glue_data "
-            f"(this task reads {files}); HF_HUB_OFFLINE=1 uses a copy already in the local cache.")
+    layout = {"glue_data": "the original GLUE layout", "superglue": "the original SuperGLUE jsonl layout"}
+    hint = (f"Point the run at local files in {layout.get(spec.collection, 'the layout shown')}: "
+            f"data_dir=/path/to/{spec.collection or 'data'} (this task reads {files}); "
+            "HF_HUB_OFFLINE=1 uses a copy already in the local cache.")
 
     def load():
-        return datasets.load_dataset(path, name, split=split)
+        return datasets.load_dataset(path, name, split=spec.hub_splits.get(split, split))
 
     try:
         ds = load_with_hub_fallback(f"data set {path!r} ({name}, {split})", load if offline_mode() else None, load, hint)
@@ -274,6 +360,9 @@ def _read_hub(spec: TaskSpec, split: str) -> dict[str, list]:
         raise
     except Exception as e:
         raise UserError(f"cannot load data set {path!r} ({name}, {split}): {e}. {hint}") from None
+    if spec.reader:
+        texts, labels, *groups = _from_records(spec, ds.to_list(), f"{path}/{name} ({split})", need_labels=True)
+        return {"text": texts, "label": labels, **({"group": groups[0]} if groups else {})}
     return {"text": list(zip(*(ds[c] for c in spec.hub_text), strict=True)), "label": list(ds["label"])}
 
 
@@ -284,7 +373,13 @@ def load_split(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | Non
     else:
         data = read_local(spec, _local_path(spec, task, split, data_dir))
     limit = task.max_train_samples if split == "train" else task.max_eval_samples
-    if limit is not None and limit < len(data["label"]):
+    if "group" in data:  # COPA, MultiRC: the limit counts questions, which keep all their examples
+        groups = sorted(set(data["group"]))
+        if limit is not None and limit < len(groups):
+            chosen = set(random.Random(seed).sample(groups, limit))
+            keep = [i for i, g in enumerate(data["group"]) if g in chosen]
+            data = {k: [v[i] for i in keep] for k, v in data.items()}
+    elif limit is not None and limit < len(data["label"]):
         keep = sorted(random.Random(seed).sample(range(len(data["label"])), limit))
         data = {k: [v[i] for i in keep] for k, v in data.items()}
     return data

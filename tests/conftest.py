@@ -27,7 +27,8 @@ def compose_cfg(tmp_path):
 
     def _compose(*overrides: str):
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[*overrides, f"paths.output_dir={tmp_path}"])
+            own = any(o.startswith("paths.output_dir=") for o in overrides)
+            return compose("config", overrides=[*overrides, *([] if own else [f"paths.output_dir={tmp_path}"])])
 
     return _compose
 

@@ -49,5 +49,6 @@ def test_every_task_reports_its_declared_metrics(name):
     if spec.is_regression:
         m.update(torch.tensor([[0.1], [0.5], [0.9]]), torch.tensor([0.0, 0.6, 1.0]))
     else:
-        m.update(logits_for([0, 1, 1], k=spec.num_labels), torch.tensor([0, 1, 0]))
+        groups = torch.tensor([0, 0, 1]) if spec.grouped else None  # COPA, MultiRC score groups of examples
+        m.update(logits_for([0, 1, 1], k=spec.num_labels), torch.tensor([0, 1, 0]), groups)
     assert set(m.compute()) == set(spec.metric_names) and spec.metric in spec.metric_names
