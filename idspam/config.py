@@ -204,8 +204,8 @@ def check_transfer(source, target, what: str) -> None:
     if source.meaning != target.meaning or source.grouped != target.grouped:
         raise UserError(
             f"{what}: task {target.name!r} has labels {list(target.label_names or ['<regression>'])}, which do not "
-            f"mean what {source.name!r}'s {list(source.label_names or ['<regression>'])} mean; transfer needs the "
-            "same label space (e.g. sst2 <-> imdb, qqp <-> mrpc)")
+            f"mean what the labels of {source.name!r} ({list(source.label_names or ['<regression>'])}) mean; transfer "
+            "needs the same label space (e.g. sst2 <-> imdb, qqp <-> mrpc)")
 
 
 def check_eval_tasks(names, spec, task: TaskConfig, data_dir) -> list[str]:

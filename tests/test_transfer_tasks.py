@@ -117,7 +117,7 @@ def test_transfer_between_label_spaces_is_refused(compose_cfg, task, other):
     from idspam.config import validate
 
     with pytest.raises(UserError, match=rf"eval_tasks=\[{other}\]: task '{other}' has labels .* which do not mean what "
-                                        rf"'{task}'"):
+                                        rf"the labels of '{task}'"):
         validate(compose_cfg(f"task={task}", f"eval_tasks=[{other}]", f"data_dir={SHARED_DATA}"))
 
 
