@@ -142,3 +142,33 @@ def test_hub_data_path_maps_the_glue_schema(monkeypatch):
     data = tasks.load_split(tasks.SPECS["mnli"], TaskConfig(name="mnli"), "validation_mismatched", None, 0)
     assert calls == [("nyu-mll/glue", "mnli", "validation_mismatched")]
     assert data == {"text": [("p1", "h1"), ("p2", "h2")], "label": [2, 0]}
+
+
+def stub_hub(monkeypatch, rows):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name, split):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr("idspam.tasks.offline_mode", lambda: False)
+    monkeypatch.setattr("idspam.hub.offline_mode", lambda: False)
+    monkeypatch.setattr("idspam.hub.hub_reachable", lambda: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    return calls
+
+
+def test_hub_superglue_and_imdb_map_their_schemas(monkeypatch):
+    calls = stub_hub(monkeypatch, [
+        {"premise": "It rained.", "choice1": "The grass got wet.", "choice2": "The sun shone.", "question": "effect",
+         "label": 0, "idx": 0}])
+    data = tasks.load_split(tasks.SPECS["copa"], TaskConfig(name="copa"), "validation", None, 0)
+    assert calls == [("aps/super_glue", "copa", "validation")]
+    assert data == {"text": [("It rained.", "so the grass got wet."), ("It rained.", "so the sun shone.")],
+                    "label": [1, 0], "group": [0, 0]}
+    calls = stub_hub(monkeypatch, [{"text": "a fine film", "label": 1}])
+    data = tasks.load_split(tasks.SPECS["imdb"], TaskConfig(name="imdb"), "validation", None, 0)
+    assert calls == [("stanfordnlp/imdb", None, "test")]  # IMDB evaluates on its test split
+    assert data == {"text": [("a fine film",)], "label": [1]}
