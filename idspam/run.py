@@ -35,6 +35,7 @@ from .module import PromptTuningModule
 from .results import ResultsWriter, atomic_write_json, git_commit, package_versions
 
 log = logging.getLogger("idspam")
+GIT_COMMIT = git_commit()  # of the code this process loaded (a long multirun must not report a later checkout)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 register_schemas()
 # `${first_set:a,b}`: the first value that is not null (the run dir names the layer a method really uses)
@@ -81,7 +82,7 @@ def train(cfg: DictConfig) -> dict:
         "eval_tasks": run.eval_tasks, "init_from": run.init_from,
         "parameters": parameters,
         "data": {split: len(ds) for split, ds in data.splits.items()},
-        "versions": package_versions(), "git_commit": git_commit(),
+        "versions": package_versions(), "git_commit": GIT_COMMIT,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     mode = "min" if spec.metric == "mse" else "max"
