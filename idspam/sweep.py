@@ -43,12 +43,17 @@ def collect(sweep_dir: Path) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| job | overrides | status | metric | best | epoch | wall s | error |", "|---|---|---|---|---|---|---|---|"]
+    """The jobs as a table; overrides every job shares are listed once above it, the swept ones per row."""
+    common = set.intersection(*(set(r["overrides"]) for r in rows)) if len(rows) > 1 else set()
+    lines = [f"Common overrides: {' '.join(o for o in rows[0]['overrides'] if o in common) or 'none'}", ""] if common \
+        else []
+    lines += ["| job | overrides | status | metric | best | epoch | wall s | error |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         best = f"{r['best']:.4f}" if isinstance(r["best"], float) else ""
         wall = f"{r['wall_time_s']:.0f}" if r["wall_time_s"] else ""
         error = (r["error"] or "").replace("|", "/").splitlines()[0][:160] if r["error"] else ""
-        lines.append(f"| {r['job']} | {' '.join(r['overrides'])} | {r['status']} | {r['monitor'] or ''} | {best} | "
+        swept = " ".join(o for o in r["overrides"] if o not in common)
+        lines.append(f"| {r['job']} | {swept} | {r['status']} | {r['monitor'] or ''} | {best} | "
                      f"{'' if r['best_epoch'] is None else r['best_epoch']} | {wall} | {error} |")
     return "\n".join(lines) + "\n"
 
