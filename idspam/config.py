@@ -76,6 +76,7 @@ class DataConfig:
     batch_size: int = 16
     eval_batch_size: int = 64
     num_workers: int = 0
+    group_by_length: bool = False  # training batches of similar length (less padding)
 
 
 SCHEDULERS = ("linear", "cosine", "constant")
@@ -117,6 +118,8 @@ class RunConfig:
     resume: str | None = None
     eval_tasks: list[str] = field(default_factory=list)  # zero-shot transfer: also evaluate on these tasks
     init_from: str | None = None  # few-shot transfer: start from this adapter (a run's adapter/ folder)
+    cache_lower: bool = False
+    cache_lower_memory_gb: float = 4.0
 
 
 def check_layer(layer: int, num_layers: int, model_name: str) -> None:
@@ -130,7 +133,7 @@ def check_layer(layer: int, num_layers: int, model_name: str) -> None:
 def validate(cfg: DictConfig) -> RunConfig:
     """All checks that need no model weights. Raises UserError with one line on the first problem."""
     from . import tasks
-    from .methods import method_config
+    from .methods import METHODS, method_config
 
     task = typed(cfg.get("task"), TaskConfig, "task")
     model = typed(cfg.get("model"), ModelConfig, "model")
@@ -180,6 +183,14 @@ def validate(cfg: DictConfig) -> RunConfig:
         if task.max_train_samples is None:
             task.max_train_samples = k  # few-shot: k training examples, drawn with the seed
 
+    cache_lower = cfg.get("cache_lower", False)
+    if cache_lower and model.backbone_mode != "eval":
+        raise UserError("cache_lower=true needs model.backbone_mode=eval: with dropout below m the inputs to layer m "
+                        "change every epoch")
+    if cache_lower and METHODS[method.name][1].grad_below:
+        raise UserError(f"cache_lower=true needs a method that trains nothing below its layer; method={method.name} "
+                        "does (valid: idspam, idspam_meanpool, lpt, prompt_tuning, ptuning, smop)")
+
     output_dir = cfg.get("paths", {}).get("output_dir") or "."
     return RunConfig(
         task=task,
@@ -196,6 +207,8 @@ def validate(cfg: DictConfig) -> RunConfig:
         resume=cfg.get("resume"),
         eval_tasks=eval_tasks,
         init_from=str(Path(init_from).expanduser()) if init_from else None,
+        cache_lower=bool(cache_lower),
+        cache_lower_memory_gb=float(cfg.get("cache_lower_memory_gb", 4.0)),
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from .config import RunConfig, TaskConfig
 from .errors import UserError
@@ -136,8 +136,9 @@ class Collate:
         )
         dtype = torch.float if self.regression else torch.long
         batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=dtype)
-        if "group" in examples[0]:
-            batch["group"] = torch.tensor([e["group"] for e in examples])
+        for name in ("group", "index"):  # COPA/MultiRC questions; training rows (for cache_lower)
+            if name in examples[0]:
+                batch[name] = torch.tensor([e[name] for e in examples])
         return batch
 
 
@@ -163,6 +164,33 @@ def eval_sets(run: RunConfig, spec: TaskSpec) -> list[EvalSet]:
     return sets
 
 
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of similar length (less padding), still random: each epoch shuffles the examples with
+    (seed, epoch), sorts them by length inside windows of `window` batches, and shuffles the batches.
+    Every example appears exactly once per epoch."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 50):
+        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start:start + span], key=lambda i: self.lengths[i], reverse=True)
+            batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[b]
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
 class TaskDataModule(L.LightningDataModule):
     def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer, token_types: bool = True):
         super().__init__()
@@ -178,13 +206,19 @@ class TaskDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if "train" not in self.splits:
-            self.splits["train"] = tokenized_split(self.run, self.spec, "train", self.tokenize)
+            train = tokenized_split(self.run, self.spec, "train", self.tokenize)
+            self.splits["train"] = train.add_column("index", list(range(len(train))))
         for ev in self.evals:
             if ev.key not in self.splits:
                 self.splits[ev.key] = tokenized_split(ev.run, ev.spec, ev.split, self._tokenizer_for(ev.run, ev.spec))
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         size = self.run.data.batch_size if train else self.run.data.eval_batch_size
+        if train and self.run.data.group_by_length:
+            lengths = [len(ids) for ids in self.splits[split]["input_ids"]]
+            sampler = LengthGroupedBatchSampler(lengths, size, self.run.seed)
+            return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=self.collate,
+                              num_workers=self.run.data.num_workers)
         return DataLoader(
             self.splits[split], batch_size=size, shuffle=train, collate_fn=self.collate,
             num_workers=self.run.data.num_workers,

@@ -23,6 +23,7 @@ class PromptModel(nn.Module):
         super().__init__()
         self.encoder, self.method, self.head = encoder, method, head
         self.layer, self.backbone_mode = layer, backbone_mode
+        self.lower_cache = None  # a LowerCache when cache_lower=true (training batches carry "index")
         self.train(False)
 
     def train(self, mode: bool = True):
@@ -36,6 +37,15 @@ class PromptModel(nn.Module):
 
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Final hidden states of the real tokens, the method's prompt injected before `layer`."""
+        if self.lower_cache is not None and "index" in batch and not self.encoder.training:
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            if self.lower_cache.has(batch["index"]):
+                dtype = next(self.encoder.parameters()).dtype
+                states = self.lower_cache.get(batch["index"], ids, mask, self.encoder, dtype)
+            else:
+                states = self.encoder.lower(ids, mask, self.layer, batch.get("token_type_ids"))
+                self.lower_cache.put(batch["index"], states)
+            return self.encoder.upper(states.hidden, mask, self.layer, self.method(states))
         return self.encoder(
             batch["input_ids"], batch["attention_mask"], self.layer, self.method, batch.get("token_type_ids"),
             grad_below=self.method.grad_below, embed_fn=self.method.input_embeds,

@@ -79,6 +79,7 @@ class ResultsWriter(L.Callback):
 
     def _reset_epoch(self):
         self.loss_sum, self.examples, self.train_seconds, self.eval = 0.0, 0, 0.0, {}
+        self.tokens, self.padding = 0, 0
 
     def write(self) -> None:
         self.results["wall_time_s"] = round(time.perf_counter() - self.started, 3)
@@ -98,6 +99,9 @@ class ResultsWriter(L.Callback):
         n = len(batch["labels"])
         self.examples += n
         self.loss_sum += float(outputs["loss"]) * n
+        mask = batch["attention_mask"]
+        self.tokens += mask.numel()
+        self.padding += int((mask == 0).sum())
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
@@ -111,6 +115,7 @@ class ResultsWriter(L.Callback):
             "train_examples": self.examples,
             "train_seconds": round(self.train_seconds, 3),
             "train_examples_per_second": self.examples / self.train_seconds if self.train_seconds else None,
+            "train_padding_fraction": self.padding / self.tokens if self.tokens else None,
             **self.eval,
         }
         self.results["epochs"].append(record)

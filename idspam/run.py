@@ -30,6 +30,7 @@ from .checkpoints import RESUME_KEYS, checkpoint_callbacks, load_checkpoint, res
 from .config import check_layer, register_schemas, validate
 from .data import TaskDataModule
 from .errors import UserError
+from .lower_cache import LowerCache, cache_key
 from .model import build_model
 from .module import PromptTuningModule
 from .results import ResultsWriter, atomic_write_json, git_commit, package_versions
@@ -68,6 +69,8 @@ def train(cfg: DictConfig) -> dict:
     model = build_model(run, spec, backbone, tokenizer)
     if start is not None:
         model.load_trained_state(start, f"init_from={run.init_from!r}")
+    if run.cache_lower:
+        model.lower_cache = make_lower_cache(run, spec, data, backbone_config)
     module = PromptTuningModule(model, spec, run.optimizer, lr=run.method.lr,
                                 evals=[(ev.key, ev.spec) for ev in data.evals])
     module.fingerprint = fingerprint
@@ -150,6 +153,26 @@ def make_loggers(cfg: DictConfig, output_dir: Path, resumed: bool) -> list:
             extra["version"] = f"resumed-{len(list((output_dir / node.get('name', 'csv')).glob('resumed-*'))) + 1}"
         loggers.append(instantiate(node, **extra))
     return loggers
+
+
+def make_lower_cache(run, spec, data: TaskDataModule, backbone_config) -> LowerCache:
+    """In memory when it fits cache_lower_memory_gb, else memory-mapped under cache_dir/lower/<key>."""
+    from dataclasses import asdict
+
+    n, rows, length = backbone_config.hidden_size, len(data.splits["train"]), run.task.max_length
+    same = run.layer == 0
+    size_gb = rows * length * n * 4 * (1 if same else 2) / 2**30
+    folder = None
+    if size_gb > run.cache_lower_memory_gb:
+        key = cache_key({
+            "model": asdict(run.model), "seed": None if run.model.pretrained else run.seed, "layer": run.layer,
+            "tokenize": data.tokenize.key(), "rows": rows, "subsample": [run.task.max_train_samples, run.seed],
+            "data": tasks.source_fingerprint(spec, run.task, "train", run.data_dir),
+        })
+        folder = Path(run.cache_dir) / "lower" / key
+    log.info("cache_lower: %.2f GB for %d training examples, %s", size_gb, rows,
+             f"memory-mapped in {folder}" if folder else "in memory")
+    return LowerCache(rows, length, n, same, folder)
 
 
 def transfer_start(run, spec, backbone_config) -> dict:

@@ -1,0 +1,93 @@
+"""cache_lower gives the uncached results and never a stale cache; length-grouped batching."""
+
+import json
+
+import pytest
+import torch
+
+from idspam.data import LengthGroupedBatchSampler
+from idspam.errors import UserError
+from idspam.lower_cache import LowerCache
+
+from .test_methods import batch_of, build
+
+FAST = ["model=tiny", "trainer.max_epochs=3", "task.max_train_samples=96", "task.max_eval_samples=32", "logger=none"]
+
+
+@pytest.mark.parametrize("name, layer", [("idspam", 2), ("idspam", 0), ("lpt", 3), ("smop", 0)])
+def test_cached_lower_stack_gives_the_same_step(name, layer, tiny_backbone):
+    _, tokenizer = tiny_backbone
+    batch = {**batch_of(tokenizer), "index": torch.tensor([2, 0, 1])}
+    losses, logits = {}, {}
+    for cached in (False, True):
+        model = build(name, run_layer=layer).train()
+        model.method.eval()  # no dropout in the prompt or the head: compare the computation, not random draws
+        model.head.eval()
+        if cached:
+            model.lower_cache = LowerCache(3, 16, 32, same_tensor=model.layer == 0)
+            model(batch)  # the first pass fills the cache
+            assert model.lower_cache.has(batch["index"])
+        out = model(batch)
+        loss = torch.nn.functional.cross_entropy(out, batch["labels"])
+        loss.backward()
+        logits[cached], losses[cached] = out.detach(), loss.item()
+        grads = [p.grad for p in model.method.parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads)
+    torch.testing.assert_close(logits[True], logits[False], atol=1e-6, rtol=0)
+    assert losses[True] == pytest.approx(losses[False], abs=1e-6)
+
+
+def test_cache_lower_run_equals_the_uncached_run_and_is_keyed(compose_cfg, tmp_path, monkeypatch):
+    from idspam.run import train
+
+    monkeypatch.setenv("IDSPAM_CACHE_DIR", str(tmp_path / "cache"))
+
+    def epochs(*overrides, out):
+        train(compose_cfg(*FAST, *overrides, f"paths.output_dir={tmp_path / out}"))
+        results = json.loads((tmp_path / out / "results.json").read_text())
+        return [value for e in results["epochs"] for value in (e["train_loss"], e["validation/accuracy"])]
+
+    disk = ["cache_lower=true", "cache_lower_memory_gb=0"]  # force the memory-mapped cache
+    assert epochs(*disk, "layer=2", out="a") == pytest.approx(epochs("layer=2", out="b"), abs=1e-6)
+    # another layer, then another tokenisation: each gets its own cache, none reuses a stale one
+    assert epochs(*disk, "layer=1", out="c") == pytest.approx(epochs("layer=1", out="d"), abs=1e-6)
+    assert epochs(*disk, "layer=1", "task.max_length=24", out="e") == pytest.approx(
+        epochs("layer=1", "task.max_length=24", out="f"), abs=1e-6)
+    folders = list((tmp_path / "cache" / "lower").iterdir())
+    assert len(folders) == 3
+    epochs(*disk, "layer=2", out="g")  # the same settings again: the first cache is reused
+    assert len(list((tmp_path / "cache" / "lower").iterdir())) == 3
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["method=lora"], "cache_lower=true needs a method that trains nothing below its layer; method=lora"),
+    (["model.backbone_mode=train"], "cache_lower=true needs model.backbone_mode=eval"),
+])
+def test_cache_lower_refuses_what_it_cannot_cache(compose_cfg, overrides, message):
+    from idspam.config import validate
+
+    with pytest.raises(UserError, match=message):
+        validate(compose_cfg("cache_lower=true", *overrides))
+
+
+def test_length_grouped_batches_cover_every_example_once_with_less_padding():
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 120, (1000,), generator=gen).tolist()
+    sampler = LengthGroupedBatchSampler(lengths, 16, seed=3, window=10)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 63
+        assert sorted(i for b in batches for i in b) == list(range(1000))
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    sampler.set_epoch(0)
+    grouped = list(sampler)
+    shuffled = [list(range(1000))[k:k + 16] for k in range(0, 1000, 16)]
+    assert padding(grouped) < padding(shuffled) / 4
+    sampler.set_epoch(1)
+    assert list(sampler) != grouped  # reshuffled every epoch
+    sampler.set_epoch(0)
+    assert list(sampler) == grouped  # and reproducible (resume)
