@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test test-fast lint demo params
+.PHONY: install test test-fast lint demo params bench
 
 ## install: torch 2.13.0 first (the CPU build where one is on disk), then the project, editable, with dev extras
 install:
@@ -25,3 +25,7 @@ demo:
 ## params: trainable parameters per method (roberta_base, roberta_large) beside the paper's Table 12
 params:
 	$(PYTHON) -m idspam.params $(ARGS)
+
+## bench: training speed and memory of every method against PEFT (roberta_base shapes, CPU); ARGS="device=cuda ..."
+bench:
+	$(PYTHON) -m idspam.bench $(ARGS)

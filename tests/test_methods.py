@@ -171,7 +171,7 @@ def test_lpt_reads_the_first_token_entering_layer_m(layer, tiny_backbone):
     torch.testing.assert_close(seen["input"][:, :T], expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name, layer", [("idspam", 2), ("lpt", 2), ("lpt", 3), ("prompt_tuning", 0),
+@pytest.mark.parametrize("name, layer", [("idspam", 2), ("idspam_meanpool", 1), ("lpt", 2), ("lpt", 3), ("prompt_tuning", 0),
                                          ("smop", 0), ("ptuning", 0)])
 def test_frozen_lower_stack_builds_no_graph(name, layer, tiny_backbone):
     _, tokenizer = tiny_backbone

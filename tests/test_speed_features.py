@@ -91,3 +91,23 @@ def test_length_grouped_batches_cover_every_example_once_with_less_padding():
     assert list(sampler) != grouped  # reshuffled every epoch
     sampler.set_epoch(0)
     assert list(sampler) == grouped  # and reproducible (resume)
+
+
+def test_benchmark_quick_mode_writes_every_row(tmp_path, capsys):
+    from idspam.bench import main
+
+    main(["quick=true", f"out={tmp_path / 'bench.json'}"])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    names = [r["row"] for r in report["rows"]]
+    assert names == ["inference", "idspam m=0", "idspam m=2", "idspam m=3", "idspam m=2 cache_lower", "lpt m=2",
+                     "prompt_tuning (ours)", "lora (ours, peft inside)", "finetune", "peft prompt_tuning", "peft lora"]
+    assert all(r["examples_per_second"] > 0 and r["peak_memory_mb"] is not None for r in report["rows"])
+    assert "| peft prompt_tuning |" in capsys.readouterr().out and report["args"]["model"] == "tiny"
+
+
+def test_benchmark_arguments_are_checked(capsys):
+    from idspam.bench import main
+
+    with pytest.raises(SystemExit):
+        main(["precision=fp8"])
+    assert "precision='fp8'; valid: fp32, bf16" in capsys.readouterr().err

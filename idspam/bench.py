@@ -1,0 +1,306 @@
+"""Training speed and memory of every method against Hugging Face PEFT, in one process.
+
+    python -m idspam.bench                                   # roberta_base shapes, batch 16, length 128, CPU
+    python -m idspam.bench model=roberta_large device=cuda precision=bf16 out=bench.json
+
+Each row is a full training step (forward, backward, AdamW step) on a random batch, except
+`inference`, the frozen backbone's forward (the lower bound on cost). Rows are timed interleaved,
+after warm-up, and the median over `repeats` is reported as examples per second, with its ratio
+to PEFT's prompt tuning and to inference. Peak memory is the growth above the loaded model during
+its first training steps, in a fresh subprocess per row (`memory=inline` measures in this process,
+after the timing): on CPU the peak RSS (sampled every millisecond), on GPU
+`torch.cuda.max_memory_allocated`. The backbone is built from its config with random weights: no
+download, and the same compute as the real model. `quick=true` runs a tiny model for the tests.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+DEFAULTS = {"model": "roberta_base", "batch": "16", "length": "128", "device": "cpu", "precision": "fp32",
+            "steps": "3", "repeats": "5", "warmup": "2", "memory": "subprocess", "out": "bench.json",
+            "quick": "false", "rows": "", "seed": "0"}
+QUICK = {"model": "tiny", "batch": "4", "length": "16", "steps": "1", "repeats": "2", "warmup": "1",
+         "memory": "inline"}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def rows_for(num_layers: int) -> list[tuple[str, str, dict]]:
+    """(row name, kind, options); ours use the run's own model code, `peft_*` PEFT's own models."""
+    mid = num_layers // 2
+    return [
+        ("inference", "inference", {}),
+        ("idspam m=0", "ours", {"method": "idspam", "layer": 0}),
+        (f"idspam m={mid}", "ours", {"method": "idspam", "layer": mid}),
+        (f"idspam m={num_layers - 1}", "ours", {"method": "idspam", "layer": num_layers - 1}),
+        (f"idspam m={mid} cache_lower", "ours", {"method": "idspam", "layer": mid, "cache": True}),
+        (f"lpt m={mid}", "ours", {"method": "lpt", "layer": mid}),
+        ("prompt_tuning (ours)", "ours", {"method": "prompt_tuning", "layer": 0}),
+        ("lora (ours, peft inside)", "ours", {"method": "lora", "layer": 0}),
+        ("finetune", "ours", {"method": "finetune", "layer": 0}),
+        ("peft prompt_tuning", "peft", {"peft": "prompt_tuning"}),
+        ("peft lora", "peft", {"peft": "lora"}),
+    ]
+
+
+@dataclass
+class Row:
+    name: str
+    step: object  # () -> None: one timed step
+    times: list[float] = field(default_factory=list)
+
+
+def model_config(name: str):
+    from hydra import compose, initialize_config_dir
+
+    from .backbone import load_config
+    from .config import ModelConfig, typed
+    from .run import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={name}", "model.pretrained=false"])
+    model = typed(cfg.model, ModelConfig, "model")
+    return model, load_config(model)
+
+
+def build_row(name: str, kind: str, options: dict, args: dict, shared: dict) -> Row:
+    """A row's step function; `shared` holds the frozen backbone the rows that do not change it share."""
+    from .backbone import load_backbone
+    from .heads import ClassificationHead
+    from .injection import PromptInjectedEncoder
+    from .lower_cache import LowerCache
+    from .methods import build_method, method_config
+    from .model import PromptModel
+
+    device, dtype = torch.device(args["device"]), PRECISIONS[args["precision"]]
+    batch, labels = shared["batch"], shared["labels"]
+    model_cfg, config = shared["model_cfg"], shared["config"]
+
+    def fresh_backbone():
+        torch.manual_seed(int(args["seed"]))
+        return load_backbone(model_cfg, config).base.to(device)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+
+    if kind == "inference":
+        base = shared.setdefault("frozen", fresh_backbone()).eval()
+
+        def step():
+            with torch.inference_mode(), autocast():
+                base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return Row(name, step)
+
+    if kind == "peft":
+        from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model
+        from transformers import AutoModelForSequenceClassification
+
+        torch.manual_seed(int(args["seed"]))
+        import copy
+
+        two = copy.deepcopy(config)
+        two.num_labels = 2
+        hf = AutoModelForSequenceClassification.from_config(two).to(device)
+        peft_cfg = (PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=10)
+                    if options["peft"] == "prompt_tuning" else
+                    LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1,
+                               target_modules=["query", "value"]))
+        model = get_peft_model(hf, peft_cfg).train()
+        forward = lambda: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],  # noqa: E731
+                                labels=labels).loss
+    else:
+        method_name = options["method"]
+        mutates = method_name in ("lora", "finetune")
+        base = fresh_backbone() if mutates else shared.setdefault("frozen", fresh_backbone())
+        encoder = PromptInjectedEncoder(base)
+        node = {"name": method_name}
+        if method_name in ("prompt_tuning", "lora", "finetune"):
+            node["layer"] = options["layer"]
+        cfg = method_config(node)
+        method = build_method(cfg, encoder.hidden_size).to(device)
+        method.attach(encoder)
+        model = PromptModel(encoder, method, ClassificationHead(encoder.hidden_size, 2).to(device),
+                            options["layer"]).train()
+        if options.get("cache"):  # epochs >= 2: every example's lower-stack output is already cached
+            model.lower_cache = LowerCache(len(labels), batch["input_ids"].shape[1], encoder.hidden_size,
+                                           options["layer"] == 0)
+            with torch.no_grad():
+                model({**batch, "index": shared["index"]})
+        full = {**batch, "index": shared["index"]} if options.get("cache") else batch
+        forward = lambda: nn.functional.cross_entropy(model(full).float(), labels)  # noqa: E731
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss = forward()
+        loss.backward()
+        optimizer.step()
+    return Row(name, train_step)
+
+
+def setup(args: dict) -> dict:
+    model_cfg, config = model_config(args["model"])
+    device = torch.device(args["device"])
+    b, length = int(args["batch"]), int(args["length"])
+    gen = torch.Generator().manual_seed(int(args["seed"]))
+    ids = torch.randint(5, min(config.vocab_size, 30000), (b, length), generator=gen)
+    return {"model_cfg": model_cfg, "config": config,
+            "batch": {"input_ids": ids.to(device), "attention_mask": torch.ones(b, length, dtype=torch.long,
+                                                                                 device=device)},
+            "labels": torch.randint(0, 2, (b,), generator=gen).to(device),
+            "index": torch.arange(b, device=device)}
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_memory_mb(row: Row, args: dict, steps: int = 2) -> float:
+    """Peak memory growth (MB) above what is allocated before the row's training steps."""
+    if args["device"].startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(steps):
+            row.step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    import psutil
+
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    peak, done = [before], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    for _ in range(steps):
+        row.step()
+    done.set()
+    thread.join()
+    return (peak[0] - before) / 2**20
+
+
+def memory_in_subprocess(name: str, args: dict) -> float:
+    """Each row in a fresh process, so one row's freed memory does not hide another's peak."""
+    argv = [sys.executable, "-m", "idspam.bench", *(f"{k}={v}" for k, v in args.items()), f"memory_row={name}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    if proc.returncode:
+        raise RuntimeError(f"memory of {name!r}: {proc.stderr[-2000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict], args: dict) -> str:
+    anchor = next(r for r in results if r["row"] == "peft prompt_tuning")
+    inference = next(r for r in results if r["row"] == "inference")
+    lines = [f"model={args['model']} batch={args['batch']} length={args['length']} device={args['device']} "
+             f"precision={args['precision']}; median of {args['repeats']} repeats of {args['steps']} steps", "",
+             "| row | train examples/s | vs peft prompt tuning | vs inference | peak memory MB | vs peft prompt tuning |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        memory = r["peak_memory_mb"]
+        mem_ratio = (f"{memory / anchor['peak_memory_mb']:.2f}x" if memory is not None and anchor["peak_memory_mb"]
+                     else "")
+        lines.append(f"| {r['row']} | {r['examples_per_second']:.2f} | "
+                     f"{r['examples_per_second'] / anchor['examples_per_second']:.2f}x | "
+                     f"{r['examples_per_second'] / inference['examples_per_second']:.2f}x | "
+                     f"{'' if memory is None else f'{memory:.0f}'} | {mem_ratio} |")
+    return "\n".join(lines)
+
+
+def run(args: dict) -> list[dict]:
+    torch.manual_seed(int(args["seed"]))
+    shared = setup(args)
+    specs = rows_for(shared["config"].num_hidden_layers)
+    if args["rows"]:
+        wanted = set(args["rows"].split(","))
+        specs = [s for s in specs if s[0] in wanted or s[0] in ("inference", "peft prompt_tuning")]
+    from tqdm.auto import tqdm
+
+    rows = [build_row(name, kind, options, args, shared) for name, kind, options in tqdm(specs, desc="build")]
+    steps, b = int(args["steps"]), int(args["batch"])
+    for row in rows:  # warm-up
+        for _ in range(int(args["warmup"])):
+            row.step()
+    for _ in tqdm(range(int(args["repeats"])), desc="repeats"):
+        for row in rows:  # interleaved: drifts of the machine hit every row alike
+            sync(args["device"])
+            start = time.perf_counter()
+            for _ in range(steps):
+                row.step()
+            sync(args["device"])
+            row.times.append((time.perf_counter() - start) / steps)
+    results = []
+    for row in tqdm(rows, desc="memory"):
+        if args["memory"] == "subprocess":
+            memory = memory_in_subprocess(row.name, args)
+        elif args["memory"] == "off":
+            memory = None
+        else:
+            memory = peak_memory_mb(row, args)
+        median = statistics.median(row.times)
+        results.append({"row": row.name, "examples_per_second": b / median, "seconds_per_step": median,
+                        "peak_memory_mb": memory})
+    return results
+
+
+def parse(argv: list[str]) -> dict:
+    args = dict(DEFAULTS)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in {*DEFAULTS, "memory_row"}:
+            raise UserError(f"unknown argument {arg!r}; valid: {', '.join(k + '=' for k in DEFAULTS)}")
+        args[key] = value
+    if args["quick"].lower() in ("1", "true", "yes"):
+        args = {**args, **{k: v for k, v in QUICK.items() if not any(a.startswith(k + "=") for a in argv)}}
+    if args["precision"] not in PRECISIONS:
+        raise UserError(f"precision={args['precision']!r}; valid: {', '.join(PRECISIONS)}")
+    if args["device"].startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={args['device']} but no CUDA device is available")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        args = parse(list(sys.argv[1:] if argv is None else argv))
+        if "memory_row" in args:  # child process of memory_in_subprocess
+            name = args.pop("memory_row")
+            shared = setup(args)
+            spec = next(s for s in rows_for(shared["config"].num_hidden_layers) if s[0] == name)
+            row = build_row(*spec, args, shared)
+            print(peak_memory_mb(row, args))  # from the loaded model: optimizer state, grads, activations
+            return
+        results = run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    text = table(results, args)
+    print(text)
+    out = Path(args["out"])
+    from .results import atomic_write_json, package_versions
+
+    atomic_write_json(out, {"args": args, "rows": results, "table": text, "versions": package_versions(),
+                            "torch_threads": torch.get_num_threads()})
+    print(f"\nwritten: {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
