@@ -90,14 +90,15 @@ def label_word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
     return ids
 
 
-def _cache_key(parts: dict) -> str:
+def cache_key(parts: dict) -> str:
+    """A short hash of everything that determines a cached artefact."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
     """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
     limit = run.task.max_train_samples if split == "train" else run.task.max_eval_samples
-    key = _cache_key({
+    key = cache_key({
         "source": source_fingerprint(spec, run.task, split, run.data_dir), "task": spec.name, "split": split,
         "labels": spec.label_names, "subsample": [limit, run.seed] if limit is not None else None,  # seed picks rows
         **tokenize.key(),

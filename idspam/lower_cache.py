@@ -13,8 +13,7 @@ no dropout below m (the backbone must be in eval mode, the default `model.backbo
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +38,10 @@ class LowerCache:
             if lengths.is_file():
                 self.lengths = np.load(lengths)
             self.lengths_file = lengths
-            self.store = {p: torch.from_numpy(np.lib.format.open_memmap(
+            self.memmaps = {p: np.lib.format.open_memmap(
                 folder / f"{p}.npy", mode="r+" if (folder / f"{p}.npy").is_file() else "w+",
-                dtype=np.float32, shape=shape)) for p in parts}
+                dtype=np.float32, shape=shape) for p in parts}
+            self.store = {p: torch.from_numpy(m) for p, m in self.memmaps.items()}
         self.folder = folder
 
     def has(self, index: torch.Tensor) -> bool:
@@ -54,8 +54,12 @@ class LowerCache:
             if not self.same:
                 self.store["embeddings"][i, :n] = states.embeddings[row, :n].detach().float().cpu()
             self.lengths[i] = n
-        if self.folder is not None:
-            np.save(self.lengths_file, self.lengths)  # after the rows: a crash leaves rows marked missing
+        if self.folder is not None:  # rows on disk first, then the lengths that mark them present (atomically)
+            for m in self.memmaps.values():
+                m.flush()
+            tmp = self.lengths_file.with_name(".lengths.tmp.npy")
+            np.save(tmp, self.lengths)
+            os.replace(tmp, self.lengths_file)
 
     def get(self, index: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoder,
             dtype: torch.dtype) -> LowerStates:
@@ -66,6 +70,3 @@ class LowerCache:
         embeddings = hidden if self.same else self.store["embeddings"][rows, :L].to(device=device, dtype=dtype)
         return LowerStates(input_ids, attention_mask, embeddings, hidden, _encoder=encoder)
 
-
-def cache_key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

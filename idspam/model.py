@@ -10,7 +10,7 @@ from .config import RunConfig
 from .data import label_word_ids
 from .errors import UserError
 from .heads import ClassificationHead, MLMVerbalizerHead
-from .injection import PromptInjectedEncoder
+from .injection import LowerStates, PromptInjectedEncoder
 from .methods import build_method
 from .tasks import TaskSpec, mlm_verbalizer
 
@@ -35,21 +35,23 @@ class PromptModel(nn.Module):
             module.train(mode)
         return self
 
+    def lower_states(self, batch: dict[str, torch.Tensor]) -> LowerStates:
+        """The frozen lower stack's output for the batch; from `lower_cache` when it holds every training
+        example of the batch (cache_lower=true), else computed (and stored, when caching)."""
+        cache = self.lower_cache if "index" in batch and not self.encoder.training else None
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if cache is not None and cache.has(batch["index"]):
+            return cache.get(batch["index"], ids, mask, self.encoder, next(self.encoder.parameters()).dtype)
+        states = self.encoder.lower(ids, mask, self.layer, batch.get("token_type_ids"), grad=self.method.grad_below,
+                                    embed_fn=self.method.input_embeds)
+        if cache is not None:
+            cache.put(batch["index"], states)
+        return states
+
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Final hidden states of the real tokens, the method's prompt injected before `layer`."""
-        if self.lower_cache is not None and "index" in batch and not self.encoder.training:
-            ids, mask = batch["input_ids"], batch["attention_mask"]
-            if self.lower_cache.has(batch["index"]):
-                dtype = next(self.encoder.parameters()).dtype
-                states = self.lower_cache.get(batch["index"], ids, mask, self.encoder, dtype)
-            else:
-                states = self.encoder.lower(ids, mask, self.layer, batch.get("token_type_ids"))
-                self.lower_cache.put(batch["index"], states)
-            return self.encoder.upper(states.hidden, mask, self.layer, self.method(states))
-        return self.encoder(
-            batch["input_ids"], batch["attention_mask"], self.layer, self.method, batch.get("token_type_ids"),
-            grad_below=self.method.grad_below, embed_fn=self.method.input_embeds,
-        )
+        states = self.lower_states(batch)
+        return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, self.method(states))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.hidden_states(batch), batch)

@@ -32,7 +32,7 @@ class PromptTuningModule(L.LightningModule):
     # ------------------------------------------------------------ checkpoints: only what trains
 
     def state_dict(self, *args, **kwargs):
-        """A checkpoint holds the trained tensors only (a few MB for ID-SPAM), never the frozen backbone."""
+        """A checkpoint holds the trained tensors only, never the frozen backbone."""
         return {f"model.{k}": v for k, v in self.model.trained_state_dict().items()}
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):

@@ -28,9 +28,9 @@ from .adapter import check_backbone, export_adapter, read_adapter
 from .backbone import load_backbone, load_config, load_tokenizer
 from .checkpoints import RESUME_KEYS, checkpoint_callbacks, load_checkpoint, resume_checkpoint
 from .config import check_layer, register_schemas, validate
-from .data import TaskDataModule
+from .data import TaskDataModule, cache_key
 from .errors import UserError
-from .lower_cache import LowerCache, cache_key
+from .lower_cache import LowerCache
 from .model import build_model
 from .module import PromptTuningModule
 from .results import ResultsWriter, atomic_write_json, git_commit, package_versions
