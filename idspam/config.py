@@ -231,11 +231,8 @@ def check_eval_tasks(names, spec, task: TaskConfig, data_dir) -> list[str]:
     for name in names:  # label spaces first, then files
         check_choice("eval_tasks:", name, tasks.SPECS)
         check_transfer(spec, tasks.SPECS[name], f"eval_tasks=[{name}]")
-    for name in names:
-        other = tasks.SPECS[name]
-        for split in other.eval_splits:
-            if other.hub is None or data_dir:
-                tasks.check_split_file(other, TaskConfig(name=name), split, data_dir)
+    for name in names:  # only their evaluation splits are read
+        tasks.check_files(tasks.SPECS[name], TaskConfig(name=name), data_dir, tasks.SPECS[name].eval_splits)
     return list(names)
 
 

@@ -210,18 +210,13 @@ def _local_path(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | No
     )
 
 
-def check_split_file(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | None) -> None:
-    if spec.hub is not None and not Path(data_dir).expanduser().is_dir():
-        raise UserError(f"data_dir={data_dir!r} is not a folder")
-    _local_path(spec, task, split, data_dir)
-
-
-def check_files(spec: TaskSpec, task: TaskConfig, data_dir: str | None) -> None:
-    """Fail early on a missing file (local sources only; hub sources are checked when loaded)."""
+def check_files(spec: TaskSpec, task: TaskConfig, data_dir: str | None, splits: tuple[str, ...] | None = None) -> None:
+    """Fail early on a missing file of `splits` (default: train and the eval splits); local sources
+    only, hub sources are checked when loaded."""
     if spec.hub is None or data_dir:
         if spec.hub is not None and not Path(data_dir).expanduser().is_dir():
             raise UserError(f"data_dir={data_dir!r} is not a folder")
-        for split in ("train", *spec.eval_splits):
+        for split in splits or ("train", *spec.eval_splits):
             _local_path(spec, task, split, data_dir)
 
 

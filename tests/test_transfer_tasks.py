@@ -121,7 +121,7 @@ def test_transfer_between_label_spaces_is_refused(compose_cfg, task, other):
         validate(compose_cfg(f"task={task}", f"eval_tasks=[{other}]", f"data_dir={SHARED_DATA}"))
 
 
-def test_paraphrase_tasks_transfer_both_ways(compose_cfg, tmp_path):
+def test_paraphrase_tasks_transfer_both_ways():
     from idspam.config import check_transfer
 
     check_transfer(tasks.SPECS["qqp"], tasks.SPECS["mrpc"], "qqp -> mrpc")
@@ -161,3 +161,11 @@ def test_minilm_on_cb_and_sst2_to_imdb(tmp_path):
             f"hydra.run.dir={tmp_path / 'sst2'}", timeout=600)
     sst2 = json.loads((tmp_path / "sst2" / "results.json").read_text())
     assert sst2["status"] == "finished" and 0.0 < sst2["best"]["metrics"]["imdb/acc_f1"] <= 1.0
+
+
+@needs_data
+def test_missing_transfer_task_file_is_named_before_any_weights(compose_cfg):
+    from idspam.config import validate
+
+    with pytest.raises(UserError, match=r"missing data file '.*glue_data/imdb/test.tsv' for task 'imdb' \(validation\)"):
+        validate(compose_cfg("task=sst2", "eval_tasks=[imdb]", f"data_dir={SHARED_DATA / 'glue_data'}"))
