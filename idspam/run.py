@@ -79,7 +79,7 @@ def train(cfg: DictConfig) -> dict:
     parameters = model.parameter_counts()
     monitor = f"{spec.eval_splits[0]}/{spec.metric}"
     header = {
-        "task": spec.name, "method": run.method.name, "model": run.model.name, "layer": run.layer,
+        "experiment": cfg.get("experiment_name"), "task": spec.name, "method": run.method.name, "model": run.model.name, "layer": run.layer,
         "seed": run.seed, "head": run.head.type,
         "table_metric": monitor,  # the metric the paper's tables report for this task
         "eval_tasks": run.eval_tasks, "init_from": run.init_from,
