@@ -175,8 +175,15 @@ def validate(cfg: DictConfig) -> RunConfig:
     eval_tasks = check_eval_tasks(cfg.get("eval_tasks"), spec, task, data_dir)
     tasks.check_files(spec, task, data_dir)
 
+    source_task = cfg.get("source_task")
+    if source_task:
+        if cfg.get("init_from"):
+            raise UserError("set one of init_from (a trained adapter) and source_task (train one first), not both")
+        source = typed(source_task, TaskConfig, "source_task")
+        check_choice("source_task", source.name, tasks.TASK_NAMES)
+        check_transfer(tasks.get_spec(source), spec, f"source_task={source.name}")
     init_from = cfg.get("init_from")
-    if init_from:
+    if init_from or source_task:
         k = cfg.get("few_shot_k", 100)
         if not isinstance(k, int) or k < 1:
             raise UserError(f"few_shot_k={k!r} must be a positive integer")

@@ -16,13 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import UserError
+from .paper import TABLE_12
 
-# Table 12 of the paper (PAPER.md); none of them includes a classification head.
-PAPER_TABLE_12 = {
-    ("idspam", "roberta_base"): 2_064_384, ("idspam", "roberta_large"): 3_538_944,
-    ("lpt", "roberta_base"): 2_162_688, ("lpt", "roberta_large"): 2_883_584,
-    ("lora", "roberta_base"): 3_495_312, ("lora", "roberta_large"): 7_931_280,
-}
 DEFAULT_MODELS = ("roberta_base", "roberta_large")
 
 
@@ -55,22 +50,30 @@ def count(overrides: list[str]) -> tuple[int, int]:
     """(method parameters, head parameters) of the run the overrides describe."""
     from hydra import compose, initialize_config_dir
 
-    from .backbone import load_backbone, load_config
     from .config import HeadConfig, ModelConfig, TaskConfig, typed
-    from .heads import ClassificationHead
-    from .injection import PromptInjectedEncoder
-    from .methods import build_method, method_config
-    from .model import PromptModel
+    from .methods import method_config
     from .run import CONF_DIR
     from .tasks import get_spec
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    model_cfg = typed(cfg.model, ModelConfig, "model")
-    model_cfg.pretrained = False  # the architecture only: random weights on the meta device
-    head_cfg = typed(cfg.head, HeadConfig, "head")
-    spec = get_spec(typed(cfg.task, TaskConfig, "task"))
-    method_cfg = method_config(cfg.method)
+    counts = count_on_meta(typed(cfg.model, ModelConfig, "model"), method_config(cfg.method),
+                           typed(cfg.head, HeadConfig, "head"), get_spec(typed(cfg.task, TaskConfig, "task")))
+    return counts["method"], counts["head"]
+
+
+def count_on_meta(model_cfg, method_cfg, head_cfg, spec) -> dict:
+    """`PromptModel.parameter_counts()` of the model a run builds, on the architecture with random
+    weights on the meta device (no download, no memory)."""
+    from dataclasses import replace
+
+    from .backbone import load_backbone, load_config
+    from .heads import ClassificationHead
+    from .injection import PromptInjectedEncoder
+    from .methods import build_method
+    from .model import PromptModel
+
+    model_cfg = replace(model_cfg, pretrained=False)
     config = load_config(model_cfg)
     with torch.device("meta"):
         encoder = PromptInjectedEncoder(load_backbone(model_cfg, config).base)
@@ -78,8 +81,7 @@ def count(overrides: list[str]) -> tuple[int, int]:
         method.attach(encoder)
         head = (ClassificationHead(encoder.hidden_size, spec.num_labels, head_cfg.dropout, head_cfg.dense)
                 if head_cfg.type == "cls" else torch.nn.Identity())  # head=mlm trains nothing
-        counts = PromptModel(encoder, method, head, 0).parameter_counts()
-    return counts["method"], counts["head"]
+        return PromptModel(encoder, method, head, 0).parameter_counts()
 
 
 def table(models: list[str], extra: list[str], include_head: bool = False) -> str:
@@ -94,7 +96,7 @@ def table(models: list[str], extra: list[str], include_head: bool = False) -> st
         for name in models:
             method, head = count([f"model={name}", f"method={row.method}", *row.overrides, *extra])
             ours = method + head if include_head else method
-            paper = PAPER_TABLE_12.get((row.method, name)) if row.compare else None
+            paper = TABLE_12.get((name, row.method)) if row.compare else None
             mark = " (equal)" if paper == ours else ""
             cells += [f"{ours:,}", f"{paper:,}{mark}" if paper else ""]
             heads.append(f"{head:,}")

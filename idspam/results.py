@@ -75,6 +75,7 @@ class ResultsWriter(L.Callback):
         self.path, self.monitor, self.mode = Path(path), monitor, mode
         self.results = {"status": "running", **header, "monitor": monitor, "best": None, "epochs": []}
         self.started = time.perf_counter() if started is None else started
+        self.writes = True  # only the global rank 0 writes (multi-GPU: trainer=ddp)
         self._reset_epoch()
 
     def _reset_epoch(self):
@@ -82,10 +83,13 @@ class ResultsWriter(L.Callback):
         self.tokens, self.padding = 0, 0
 
     def write(self) -> None:
+        if not self.writes:
+            return
         self.results["wall_time_s"] = round(time.perf_counter() - self.started, 3)
         atomic_write_json(self.path, self.results)
 
     def on_fit_start(self, trainer, pl_module):
+        self.writes = trainer.is_global_zero
         self.write()  # a run that dies in its first epoch still leaves its config and status
 
     def on_train_epoch_start(self, trainer, pl_module):

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import tasks
 from .adapter import check_backbone, export_adapter, read_adapter
@@ -42,17 +42,34 @@ register_schemas()
 # `${first_set:a,b}`: the first value that is not null (the run dir names the layer a method really uses)
 OmegaConf.register_new_resolver("first_set", lambda *values: next((v for v in values if v is not None), None),
                                 replace=True)
+OmegaConf.register_new_resolver("minus", lambda a, b: a - b, replace=True)  # `${minus:${model.num_layers},1}`
+
+
+def wandb_group(single: str) -> str:
+    """W&B group: a multirun's jobs share one, named after the sweep dir (<experiment>-<time>), which is also
+    what `idspam.report ... wandb=true` logs to; a single run gets `single` (<task>-<model>)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return single
+    sweep = Path(HydraConfig.get().runtime.output_dir).parent
+    return f"{sweep.parent.name}-{sweep.name}"
+
+
+OmegaConf.register_new_resolver("wandb_group", wandb_group, replace=True)
 # The frozen backbone is in eval mode on purpose (model.backbone_mode); Lightning warns about it.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # inside Lightning 2.6
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "Tip:" not in r.getMessage())
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, extra_header: dict | None = None) -> dict:
     """Train and evaluate one configuration; returns the results written to results.json."""
     started = time.perf_counter()
     run = validate(cfg)
+    if cfg.get("source_task"):
+        return train_from_source(cfg)
     spec = tasks.get_spec(run.task)
+    if cfg.get("count_only"):
+        return write_counts(cfg, run, spec, started)
     backbone_config = load_config(run.model)
     check_layer(run.layer, backbone_config.num_hidden_layers, run.model.name)
 
@@ -82,7 +99,7 @@ def train(cfg: DictConfig) -> dict:
         "experiment": cfg.get("experiment_name"), "task": spec.name, "method": run.method.name, "model": run.model.name, "layer": run.layer,
         "seed": run.seed, "head": run.head.type,
         "table_metric": monitor,  # the metric the paper's tables report for this task
-        "eval_tasks": run.eval_tasks, "init_from": run.init_from,
+        "eval_tasks": run.eval_tasks, "init_from": run.init_from, **(extra_header or {}),
         "parameters": parameters,
         "data": {split: len(ds) for split, ds in data.splits.items()},
         "versions": package_versions(), "git_commit": GIT_COMMIT,
@@ -101,11 +118,15 @@ def train(cfg: DictConfig) -> dict:
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     finally:
-        if any(isinstance(logger, WandbLogger) for logger in loggers):
-            import wandb
-
-            wandb.finish()  # one W&B run per job: multirun jobs must not merge
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                run_ = logger.experiment
+                writer.results["wandb"] = {"project": run_.project, "group": run_.group, "id": run_.id,
+                                           "name": run_.name}
+                run_.finish()  # one W&B run per job: multirun jobs must not merge
     results = writer.results
+    if not trainer.is_global_zero:  # multi-GPU: rank 0 exports the adapter and writes the results
+        return results
     best_ckpt = output_dir / "checkpoints" / "best.ckpt"
     if best_ckpt.is_file():  # the adapter holds the weights of the best epoch, the one results report
         model.load_trained_state(
@@ -116,6 +137,48 @@ def train(cfg: DictConfig) -> dict:
     if best:
         print(f"dev {monitor} = {best['value']:.4f} (best epoch {best['epoch']}); "
               f"wall time {results['wall_time_s']:.0f} s; results: {output_dir / 'results.json'}")
+    return results
+
+
+def train_from_source(cfg: DictConfig) -> dict:
+    """Few-shot transfer in one job: train on `source_task` in <run dir>/source (or reuse that run if it
+    finished), then train on this task's few-shot sample starting from the source run's adapter."""
+    out = Path(cfg.paths.output_dir)
+    source_cfg, target_cfg = cfg.copy(), cfg.copy()
+    with open_dict(source_cfg), open_dict(target_cfg):
+        source_cfg.task, source_cfg.eval_tasks, source_cfg.paths.output_dir = cfg.source_task, [], str(out / "source")
+        if (source_cfg.get("logger") or {}).get("wandb"):
+            source_cfg.logger.wandb.name = f"{cfg.logger.wandb.name}-source"
+        target_cfg.init_from = str(out / "source" / "adapter")
+        for c in (source_cfg, target_cfg):
+            c.source_task = None
+    validate(source_cfg)  # both checked (files, label spaces) before anything trains
+    validate(target_cfg)
+    previous = out / "source" / "results.json"
+    source = json.loads(previous.read_text()) if previous.is_file() else {}
+    if source.get("status") == "finished" and (out / "source" / "adapter").is_dir():
+        log.info("few-shot transfer: reusing the finished source run in %s", out / "source")
+    else:
+        log.info("few-shot transfer: training on the source task %s in %s", cfg.source_task.name, out / "source")
+        source = train(source_cfg)
+    summary = {"task": source.get("task"), "dir": str(out / "source"), "monitor": source.get("monitor"),
+               "best": source.get("best"), "wall_time_s": source.get("wall_time_s")}
+    return train(target_cfg, extra_header={"source": summary})
+
+
+def write_counts(cfg: DictConfig, run, spec, started: float) -> dict:
+    """count_only=true: the trainable parameters of the configured run, counted on the meta device."""
+    from .params import count_on_meta
+
+    counts = count_on_meta(run.model, run.method, run.head, spec)
+    results = {"status": "finished", "count_only": True, "experiment": cfg.get("experiment_name"),
+               "task": spec.name, "method": run.method.name, "model": run.model.name, "layer": run.layer,
+               "head": run.head.type, "parameters": counts, "git_commit": GIT_COMMIT,
+               "config": OmegaConf.to_container(cfg, resolve=True)}
+    results["wall_time_s"] = round(time.perf_counter() - started, 3)
+    atomic_write_json(Path(run.output_dir) / "results.json", results)
+    print(f"{run.method.name} on {run.model.name}: {counts['method']:,} method + {counts['head']:,} head parameters "
+          f"(of {counts['total']:,})")
     return results
 
 

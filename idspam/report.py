@@ -1,0 +1,491 @@
+"""Tables (and the layer figure) from sweep outputs, with the paper's numbers beside ours.
+
+    python -m idspam.report outputs/multiruns/glue_base/<time> [more sweep or run dirs] [out=DIR] [wandb=true]
+
+Every job's results.json is read and the jobs are grouped by experiment, model, method, layer and
+column (a task, a transfer pair, or "parameters"). `report.md` and `report.csv` (in `out`, by
+default the first dir) give the mean ± std over seeds in percent, finished/expected jobs, and the
+paper's number where the paper has one. Where a method ran at several layers, `layers.png` and
+`layers.svg` plot the metric against the layer. Jobs that failed, stopped or never started are
+listed, never dropped: the expected jobs come from the sweep's multirun.yaml.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+from .paper import BEST_LAYERS, BEST_LAYERS_OF, GLUE_TASKS, PAPER, SUPERGLUE_TASKS, ZERO_SHOT_PAIRS
+from .results import atomic_write_text
+
+METHOD_ORDER = ("finetune", "lora", "prompt_tuning", "ptuning", "smop", "lpt", "dept", "idspam", "idspam_meanpool")
+NO_PROMPT = ("lora", "finetune")  # methods without a prompt: no layer to show
+COLUMN_ORDER = (*GLUE_TASKS, *SUPERGLUE_TASKS, *ZERO_SHOT_PAIRS)
+
+
+@dataclass
+class Job:
+    """One job of a sweep: what it ran (from its results, its saved config or its overrides) and its scores."""
+
+    sweep: Path
+    num: int | None
+    overrides: list[str]
+    status: str = "missing"  # finished | failed | interrupted | running (stopped before the end) | missing
+    error: str | None = None
+    experiment: str | None = None
+    model: str | None = None
+    method: str | None = None
+    layer: int | None = None
+    seed: int | None = None
+    metrics: dict[str, str] = field(default_factory=dict)  # column -> metric name
+    values: dict[str, float] = field(default_factory=dict)  # column -> score (percent) or count
+
+    @property
+    def where(self) -> str:
+        return str(self.sweep) if self.num is None else f"{self.sweep}/{self.num}"
+
+
+# ---------------------------------------------------------------- reading jobs
+
+def expected_overrides(sweep: Path) -> list[list[str]]:
+    """The jobs a multirun launches, in job order: the basic sweeper's expansion of multirun.yaml."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    saved = yaml.safe_load((sweep / "multirun.yaml").read_text()) or {}
+    hydra_cfg = saved.get("hydra") or {}
+    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list((hydra_cfg.get("overrides") or {}).get("task") or [])
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def read_sweep(path: Path) -> list[Job]:
+    """The jobs of a sweep dir (numbered job folders, expected jobs from multirun.yaml) or of one run dir."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"no such sweep or run dir: {str(path)!r}")
+    if (path / "results.json").is_file():
+        return [read_job(path, None, path, [])]
+    expected = expected_overrides(path) if (path / "multirun.yaml").is_file() else []
+    numbers = {int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()}
+    if not expected and not numbers:
+        raise UserError(f"{str(path)!r} holds no results.json, numbered job dirs or multirun.yaml: "
+                        "pass a sweep dir (outputs/multiruns/<name>/<time>) or a run dir")
+    jobs = []
+    for num in sorted(numbers | set(range(len(expected)))):
+        overrides = expected[num] if num < len(expected) else []
+        jobs.append(read_job(path / str(num), num, path, overrides))
+    return jobs
+
+
+def read_job(job_dir: Path, num: int | None, sweep: Path, overrides: list[str]) -> Job:
+    job = Job(sweep=sweep, num=num, overrides=overrides)
+    saved_overrides = job_dir / ".hydra" / "overrides.yaml"
+    if saved_overrides.is_file():
+        job.overrides = yaml.safe_load(saved_overrides.read_text()) or job.overrides
+    results: dict = {}
+    results_file = job_dir / "results.json"
+    if results_file.is_file():
+        try:
+            results = json.loads(results_file.read_text())
+            job.status = results.get("status", "running")
+            if job.status == "running":
+                job.error = "stopped before it finished (killed, or still running)"
+        except json.JSONDecodeError:
+            job.status, job.error = "failed", "results.json is unreadable"
+    elif job_dir.is_dir():
+        job.status, job.error = "running", "no results.json (stopped before training began, or still loading)"
+    job.error = results.get("error", job.error)
+    run = run_info(results) or saved_config_info(job_dir)
+    if run:
+        describe(job, run)
+        if job.status == "finished":
+            score(job, results)
+    return job
+
+
+def describe_unstarted(jobs: list[Job]) -> None:
+    """Jobs that never started (no results, no saved config): compose their configs from their overrides."""
+    todo = [j for j in jobs if j.method is None and j.overrides]
+    if not todo:
+        return
+    from hydra import compose, initialize_config_dir
+
+    from .run import CONF_DIR
+
+    composed: dict[tuple, dict | None] = {}  # the seed changes nothing else: compose once per other overrides
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for job in todo:
+            seeds = [o for o in job.overrides if o.startswith("seed=")]
+            key = tuple(o for o in job.overrides if not o.startswith(("hydra", "seed=")))
+            if key not in composed:
+                try:
+                    composed[key] = config_info(compose("config", overrides=list(key)))
+                except Exception:  # overrides of another checkout's config: listed, without a group
+                    composed[key] = None
+            if composed[key] is not None:
+                info = dict(composed[key])
+                if seeds:
+                    info["seed"] = seeds[-1].partition("=")[2]
+                describe(job, info)
+
+
+def run_info(results: dict) -> dict | None:
+    """What the job ran, from its results.json header (every job that reached training has one)."""
+    if "method" not in results:
+        return None
+    config = results.get("config") or {}
+    return {"experiment": results.get("experiment"), "model": results.get("model"), "method": results.get("method"),
+            "task": results.get("task"), "layer": results.get("layer"), "seed": results.get("seed"),
+            "eval_tasks": results.get("eval_tasks") or [], "count_only": bool(results.get("count_only")),
+            "source_task": (results.get("source") or {}).get("task") or _name(config.get("source_task"))}
+
+
+def saved_config_info(job_dir: Path) -> dict | None:
+    """From the job's .hydra/config.yaml (written before the job's code runs)."""
+    file = job_dir / ".hydra" / "config.yaml"
+    if not file.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    from . import run  # noqa: F401  (registers the config's resolvers)
+
+    try:
+        return config_info(OmegaConf.load(file))
+    except Exception:  # an unreadable config: fall back to the overrides
+        return None
+
+
+def config_info(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    def get(key):
+        try:
+            return OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+        except Exception:
+            return None
+
+    layer = get("method.layer")
+    return {"experiment": get("experiment_name"), "model": get("model.name"), "method": get("method.name"),
+            "task": get("task.name"), "layer": get("layer") if layer is None else layer, "seed": get("seed"),
+            "eval_tasks": list(get("eval_tasks") or []), "count_only": bool(get("count_only")),
+            "source_task": get("source_task.name")}
+
+
+def _name(node) -> str | None:
+    return node.get("name") if isinstance(node, dict) else None
+
+
+def describe(job: Job, run: dict) -> None:
+    """Fill in what the job ran and which table columns it reports."""
+    job.experiment, job.model, job.method = run["experiment"], run["model"], run["method"]
+    job.layer, job.seed, task = run["layer"], run["seed"], run["task"]
+    if run["count_only"]:
+        job.metrics["parameters"] = "trainable parameters (no head)"
+        return
+    if run["source_task"]:
+        job.metrics[f"{run['source_task']}->{task} few-shot"] = table_metric(task)
+        return
+    job.metrics[task] = table_metric(task)
+    for target in run["eval_tasks"]:
+        job.metrics[f"{task}->{target}"] = f"{target}/acc_f1"
+
+
+def table_metric(task: str) -> str:
+    """The metric the paper's table reports for a task (results.json names it `table_metric`)."""
+    from .tasks import SPECS
+
+    spec = SPECS.get(task)
+    return f"{spec.eval_splits[0]}/{spec.metric}" if spec else ""
+
+
+def score(job: Job, results: dict) -> None:
+    """The job's scores: the table metric of its best epoch (percent); zero-shot pairs at that epoch."""
+    best = results.get("best") or {}
+    if results.get("count_only"):
+        job.values["parameters"] = float(results["parameters"]["method"])
+        return
+    for column, metric in job.metrics.items():
+        if "->" not in column or column.endswith("few-shot"):
+            job.metrics[column] = results.get("table_metric") or results.get("monitor") or metric
+            value = best.get("value")
+            scale = 1.0 if job.metrics[column].endswith("mse") else 100.0
+        else:
+            value, scale = (best.get("metrics") or {}).get(metric), 100.0
+        if isinstance(value, (int, float)):
+            job.values[column] = float(value) * scale
+
+
+# ---------------------------------------------------------------- grouping
+
+@dataclass
+class Cell:
+    values: list[float]
+    expected: int
+    metric: str
+    paper: float | None
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+
+RowKey = tuple  # (experiment, model, method, layer)
+
+
+def group_jobs(jobs: list[Job]) -> dict[tuple, dict[RowKey, dict[str, Cell]]]:
+    """{(experiment, model): {(method, layer): {column: Cell}}}; every job with a known group counts as expected."""
+    tables: dict = defaultdict(lambda: defaultdict(dict))
+    for job in jobs:
+        for column, metric in job.metrics.items():
+            cells = tables[(job.experiment, job.model)][(job.method, job.layer)]
+            cell = cells.get(column) or Cell([], 0, metric, PAPER.get((job.model, job.method, column)))
+            cell.expected += 1
+            if column in job.values:
+                cell.values.append(job.values[column])
+                cell.metric = job.metrics[column]
+            cells[column] = cell
+    return tables
+
+
+def _order(values, order) -> list:
+    return sorted(values, key=lambda v: (order.index(v) if v in order else len(order), str(v)))
+
+
+def _row_order(key):
+    method, layer = key
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), str(method),
+            -1 if layer is None else layer)
+
+
+# ---------------------------------------------------------------- writing
+
+def fmt(cell: Cell | None, count: bool) -> str:
+    if cell is None:
+        return ""
+    if count:
+        ours = f"{cell.mean:,.0f}" if cell.values else "-"
+        return ours + (f" · paper {cell.paper:,.0f}" if cell.paper is not None else "")
+    ours = "-" if not cell.values else f"{cell.mean:.1f}" + (f" ± {cell.std:.1f}" if cell.std is not None else "")
+    ours += f" ({len(cell.values)}/{cell.expected})"
+    return ours + (f" · paper {cell.paper:g}" if cell.paper is not None else "")
+
+
+def mean_cell(cells: dict[str, Cell], columns: list[str]) -> Cell | None:
+    """The mean over the task columns (GLUE/SuperGLUE tables), only where every column has a score."""
+    tasks = [c for c in columns if c in GLUE_TASKS or c in SUPERGLUE_TASKS]
+    if len(tasks) < 2 or len(tasks) != len(columns) or any(not cells.get(c) or not cells[c].values for c in tasks):
+        return None
+    papers = [cells[c].paper for c in tasks]
+    paper = statistics.fmean(papers) if all(p is not None for p in papers) else None
+    finished = min(len(cells[c].values) for c in tasks)
+    return Cell([statistics.fmean(cells[c].mean for c in tasks)], finished, "mean", paper)
+
+
+def markdown(tables, jobs: list[Job], sweeps: list[Path], figures: list[Path]) -> str:
+    lines = ["# Results", "", "Sweeps: " + ", ".join(f"`{s}`" for s in sweeps), "",
+             "Each cell: our mean ± std over seeds (percent; the best epoch's dev metric), "
+             "(finished/expected jobs), and the paper's number (PAPER.md) where it has one.", ""]
+    for (experiment, model), rows in sorted(tables.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        columns = _order({c for cells in rows.values() for c in cells}, COLUMN_ORDER)
+        count = columns == ["parameters"]
+        with_mean = any(mean_cell(cells, columns) for cells in rows.values())
+        lines += [f"## {experiment or 'runs'}: {model}", ""]
+        metrics = sorted({f"{c}: {cell.metric}" for cells in rows.values() for c, cell in cells.items() if cell.metric})
+        if metrics and not count:
+            lines += ["Metrics: " + "; ".join(metrics), ""]
+        header = ["method", "layer", *columns] + (["mean"] if with_mean else [])
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for key in sorted(rows, key=_row_order):
+            method, layer = key
+            cells = rows[key]
+            row = [str(method), "-" if layer is None or method in NO_PROMPT else str(layer)] + [fmt(cells.get(c), count) for c in columns]
+            if with_mean:
+                row.append(fmt(mean_cell(cells, columns), False))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    for figure in figures:
+        lines += [f"![metric against the injection layer]({figure.name})", ""]
+    unfinished = [j for j in jobs if j.status != "finished"]
+    finished = len(jobs) - len(unfinished)
+    lines += ["## Jobs", "", f"{finished} of {len(jobs)} jobs finished."]
+    if unfinished:
+        lines += ["", "Not finished (not in the means above):", "", "| job | overrides | status | error |",
+                  "|---|---|---|---|"]
+        for j in unfinished:
+            error = (j.error or "").replace("|", "/").splitlines()[0][:200] if j.error else ""
+            lines.append(f"| {j.where} | {' '.join(j.overrides)} | {j.status} | {error} |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(tables) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["experiment", "model", "method", "layer", "column", "metric", "mean", "std", "finished",
+                     "expected", "paper", "values"])
+    for (experiment, model), rows in tables.items():
+        for (method, layer), cells in sorted(rows.items(), key=lambda kv: _row_order(kv[0])):
+            for column in _order(cells, COLUMN_ORDER):
+                c = cells[column]
+                writer.writerow([experiment or "", model, method, "" if layer is None else layer, column, c.metric,
+                                 "" if c.mean is None else round(c.mean, 4), "" if c.std is None else round(c.std, 4),
+                                 len(c.values), c.expected, "" if c.paper is None else c.paper,
+                                 " ".join(f"{v:.4f}" for v in c.values)])
+    return out.getvalue()
+
+
+def layer_figures(tables, out: Path, num_layers: dict[str, int]) -> list[Path]:
+    """One figure per (experiment, model) where some method ran at several layers: metric against layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    swept = {}
+    for (experiment, model), rows in tables.items():
+        lines = defaultdict(list)  # (method, column) -> [(layer, cell)]
+        for (method, layer), cells in rows.items():
+            for column, cell in cells.items():
+                if layer is not None and cell.values:
+                    lines[(method, column)].append((layer, cell))
+        lines = {k: sorted(v, key=lambda p: p[0]) for k, v in lines.items() if len(v) > 1}
+        if lines:
+            swept[(experiment, model)] = lines
+    paths = []
+    for (experiment, model), lines in swept.items():
+        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        styles = ["-", "--", ":", "-."]
+        columns = _order({c for _, c in lines}, COLUMN_ORDER)
+        methods = _order({m for m, _ in lines}, METHOD_ORDER)
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for (method, column), points in sorted(lines.items()):
+            xs = [p[0] for p in points]
+            means = [p[1].mean for p in points]
+            stds = [p[1].std or 0.0 for p in points]
+            color = colors[methods.index(method) % len(colors)]
+            ax.plot(xs, means, styles[columns.index(column) % len(styles)], marker="o", ms=3, color=color,
+                    label=f"{method} · {column}")
+            ax.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
+                            [m + s for m, s in zip(means, stds, strict=True)], color=color, alpha=0.15)
+        low, high = BEST_LAYERS.get(model, BEST_LAYERS["roberta_large"])
+        n = num_layers.get(model)
+        if model in BEST_LAYERS:
+            ax.axvspan(low - 0.5, high + 0.5, color="grey", alpha=0.15, label=f"paper: best layers {low}-{high}")
+        elif n:  # the paper's range is for RoBERTa-large's 24 layers: shown at the same relative depth
+            ax.axvspan(low / BEST_LAYERS_OF * n - 0.5, high / BEST_LAYERS_OF * n + 0.5, color="grey", alpha=0.15,
+                       label=f"paper: best {low}-{high} of {BEST_LAYERS_OF}, scaled to {n} layers")
+        ax.set_xlabel("injection layer m")
+        ax.set_ylabel("dev metric (%), mean ± std over seeds")
+        ax.set_title(f"{experiment or 'layer sweep'}: {model}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        stem = "layers" if len(swept) == 1 else f"layers_{experiment}_{model}"
+        for suffix in (".png", ".svg"):
+            path = out / f"{stem}{suffix}"
+            tmp = path.with_name(f".{path.name}.tmp")
+            fig.savefig(tmp, format=suffix[1:], dpi=150)
+            tmp.replace(path)
+        plt.close(fig)
+        paths.append(out / f"{stem}.png")
+    return paths
+
+
+def model_layers(jobs: list[Job]) -> dict[str, int]:
+    """Layers per model, from the model configs (for the figure's scaled best-layer range)."""
+    from .run import CONF_DIR
+
+    layers = {}
+    for model in {j.model for j in jobs if j.model}:
+        file = CONF_DIR / "model" / f"{model}.yaml"
+        if file.is_file():
+            n = (yaml.safe_load(file.read_text()) or {}).get("num_layers")
+            if n:
+                layers[model] = int(n)
+    return layers
+
+
+def log_to_wandb(tables, figures: list[Path], csv_body: str, sweeps: list[Path], project: str,
+                 group: str | None) -> str:
+    """The report as a W&B table (and the figures as images) in the sweep's group; returns the group."""
+    import wandb
+
+    group = group or f"{sweeps[0].parent.name}-{sweeps[0].name}"
+    rows = list(csv.reader(io.StringIO(csv_body)))
+    run = wandb.init(project=project, group=group, job_type="report", name=f"report-{group}",
+                     dir=str(sweeps[0]), reinit="finish_previous")
+    try:
+        run.log({"report": wandb.Table(columns=rows[0], data=rows[1:])})
+        for figure in figures:
+            run.log({figure.stem: wandb.Image(str(figure))})
+    finally:
+        run.finish()
+    return group
+
+
+def report(sweeps: list[Path], out: Path | None = None, wandb_log: bool = False, project: str = "idspam",
+           group: str | None = None) -> dict:
+    """Write report.md, report.csv and the layer figures; returns what was written and the job counts."""
+    sweeps = [Path(s) for s in sweeps]
+    jobs = [job for sweep in sweeps for job in read_sweep(sweep)]
+    describe_unstarted(jobs)
+    out = Path(out) if out else sweeps[0]
+    out.mkdir(parents=True, exist_ok=True)
+    tables = group_jobs(jobs)
+    figures = layer_figures(tables, out, model_layers(jobs))
+    body = csv_text(tables)
+    atomic_write_text(out / "report.md", markdown(tables, jobs, sweeps, figures))
+    atomic_write_text(out / "report.csv", body)
+    written = {"markdown": out / "report.md", "csv": out / "report.csv", "figures": figures,
+               "jobs": len(jobs), "finished": sum(j.status == "finished" for j in jobs)}
+    if wandb_log:
+        written["wandb_group"] = log_to_wandb(tables, figures, body, sweeps, project, group)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = {"out": None, "wandb": "false", "project": "idspam", "group": None}
+    sweeps = []
+    try:
+        for arg in argv:
+            key, eq, value = arg.partition("=")
+            if eq and key in options:
+                options[key] = value
+            elif eq and not Path(arg).exists():
+                raise UserError(f"unknown option {key!r}; valid: {', '.join(options)} (and sweep or run dirs)")
+            else:
+                sweeps.append(Path(arg))
+        if not sweeps:
+            raise UserError("give one or more sweep dirs, e.g. python -m idspam.report outputs/multiruns/cpu_repro/<time>")
+        written = report(sweeps, options["out"], options["wandb"].lower() in ("1", "true", "yes"),
+                         options["project"], options["group"])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{written['finished']} of {written['jobs']} jobs finished")
+    for key in ("markdown", "csv"):
+        print(f"wrote {written[key]}")
+    for figure in written["figures"]:
+        print(f"wrote {figure} (and .svg)")
+    if "wandb_group" in written:
+        print(f"logged the report to W&B group {written['wandb_group']!r}")
+
+
+if __name__ == "__main__":
+    main()
