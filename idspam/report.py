@@ -57,17 +57,21 @@ class Job:
 # ---------------------------------------------------------------- reading jobs
 
 def expected_overrides(sweep: Path) -> list[list[str]]:
-    """The jobs a multirun launches, in job order: the basic sweeper's expansion of multirun.yaml."""
+    """The jobs a multirun launched, in job order, from the sweep's multirun.yaml."""
+    saved = yaml.safe_load((sweep / "multirun.yaml").read_text()) or {}
+    hydra_cfg = saved.get("hydra") or {}
+    return sweep_jobs((hydra_cfg.get("sweeper") or {}).get("params") or {},
+                      list((hydra_cfg.get("overrides") or {}).get("task") or []))
+
+
+def sweep_jobs(params: dict, overrides: list[str]) -> list[list[str]]:
+    """Hydra's basic sweeper's expansion: `hydra.sweeper.params` and the command line's overrides -> jobs."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    saved = yaml.safe_load((sweep / "multirun.yaml").read_text()) or {}
-    hydra_cfg = saved.get("hydra") or {}
-    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()] + list((hydra_cfg.get("overrides") or {}).get("task") or [])
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(overrides)
     parsed = OverridesParser.create().parse_overrides(arguments)
-    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-    return [list(job) for batch in batches for job in batch]
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
 
 
 def read_sweep(path: Path) -> list[Job]:

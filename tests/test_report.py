@@ -1,0 +1,168 @@
+"""idspam.report on sweep dirs written by the test: means, stds, seed counts, the paper's numbers, the jobs that
+failed or never ran, the layer figure, and the W&B table."""
+
+import csv
+import json
+import statistics
+
+import pytest
+import yaml
+
+from idspam.report import report
+
+# (method, task, seed) -> best dev metric; RoBERTa-base, the paper's layer 6 for idspam and lpt
+SCORES = {
+    ("idspam", "rte", 1): 0.70, ("idspam", "rte", 2): 0.74, ("idspam", "rte", 3): 0.78,
+    ("idspam", "mrpc", 1): 0.80, ("idspam", "mrpc", 2): 0.82, ("idspam", "mrpc", 3): 0.84,
+    ("lpt", "rte", 1): 0.60, ("lpt", "rte", 2): 0.62,  # seed 3 failed
+    ("lpt", "mrpc", 1): 0.81, ("lpt", "mrpc", 2): 0.83,  # seed 3 never ran
+}
+METRIC = {"rte": "validation/accuracy", "mrpc": "validation/acc_f1"}
+
+
+def write_sweep(sweep, params, extra, jobs):
+    """A sweep dir as Hydra and idspam.run leave it: multirun.yaml, then one folder per job."""
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"params": params},
+                                                                   "overrides": {"task": extra}}}))
+    for num, (overrides, results) in enumerate(jobs):
+        if results is None:
+            continue  # never started
+        (sweep / str(num) / ".hydra").mkdir(parents=True)
+        (sweep / str(num) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        (sweep / str(num) / "results.json").write_text(json.dumps(results))
+
+
+def header(method, task, seed, layer=6, model="roberta_base", experiment="glue_base", **extra):
+    return {"experiment": experiment, "task": task, "method": method, "model": model, "layer": layer, "seed": seed,
+            "table_metric": METRIC.get(task, "validation/accuracy"), "eval_tasks": [], **extra}
+
+
+def finished(value, metrics=None, **kw):
+    return {"status": "finished", **header(**kw), "best": {"epoch": 1, "value": value, "metrics": metrics or {}}}
+
+
+@pytest.fixture
+def glue_sweep(tmp_path):
+    sweep = tmp_path / "glue_base" / "2026-11-23_10-00-00"
+    jobs = []
+    for method in ("idspam", "lpt"):
+        for task in ("rte", "mrpc"):
+            for seed in (1, 2, 3):
+                overrides = [f"method={method}", f"task={task}", f"seed={seed}", "experiment=glue_base"]
+                if (method, task, seed) in SCORES:
+                    results = finished(SCORES[(method, task, seed)], method=method, task=task, seed=seed)
+                elif task == "rte":
+                    results = {"status": "failed", "error": "RuntimeError: CUDA out of memory\ntraceback...",
+                               **header(method, task, seed)}
+                else:
+                    results = None
+                jobs.append((overrides, results))
+    write_sweep(sweep, {"method": "idspam,lpt", "task": "rte,mrpc", "seed": "1,2,3"}, ["experiment=glue_base"], jobs)
+    return sweep
+
+
+def test_report_gives_means_stds_seed_counts_and_the_papers_numbers(glue_sweep):
+    written = report([glue_sweep])
+    assert (written["jobs"], written["finished"]) == (12, 10)
+    rows = {(r["method"], r["column"]): r for r in csv.DictReader(written["csv"].open())}
+    rte = rows[("idspam", "rte")]
+    assert float(rte["mean"]) == pytest.approx(74.0)
+    assert float(rte["std"]) == pytest.approx(statistics.stdev([70.0, 74.0, 78.0]))
+    assert (rte["finished"], rte["expected"], rte["paper"]) == ("3", "3", "79.2")
+    assert rte["metric"] == "validation/accuracy" and rows[("idspam", "mrpc")]["metric"] == "validation/acc_f1"
+    lpt_rte, lpt_mrpc = rows[("lpt", "rte")], rows[("lpt", "mrpc")]
+    assert float(lpt_rte["mean"]) == pytest.approx(61.0) and (lpt_rte["finished"], lpt_rte["expected"]) == ("2", "3")
+    assert (lpt_mrpc["finished"], lpt_mrpc["expected"], lpt_mrpc["paper"]) == ("2", "3", "84.3")
+    assert rows[("lpt", "mrpc")]["layer"] == "6"  # the never-started job was composed into the right group
+
+    text = written["markdown"].read_text()
+    assert "| idspam | 6 | 82.0 ± 2.0 (3/3) · paper 82.8 | 74.0 ± 4.0 (3/3) · paper 79.2 |" in text
+    assert "10 of 12 jobs finished." in text
+    failed = next(line for line in text.splitlines() if "/8 |" in line)
+    assert "method=lpt task=rte seed=3" in failed and "| failed | RuntimeError: CUDA out of memory |" in failed
+    missing = next(line for line in text.splitlines() if "/11 |" in line)
+    assert all(o in missing for o in ("method=lpt", "task=mrpc", "seed=3")) and "| missing |" in missing
+
+
+def test_report_survives_broken_and_interrupted_jobs(glue_sweep):
+    (glue_sweep / "0" / "results.json").write_text("{not json")
+    running = json.loads((glue_sweep / "1" / "results.json").read_text())
+    (glue_sweep / "1" / "results.json").write_text(json.dumps({**running, "status": "running", "best": None}))
+    written = report([glue_sweep])
+    assert written["finished"] == 8
+    text = written["markdown"].read_text()
+    assert "results.json is unreadable" in text and "| running | stopped before it finished" in text
+    rte = next(r for r in csv.DictReader(written["csv"].open()) if (r["method"], r["column"]) == ("idspam", "rte"))
+    assert (rte["finished"], rte["expected"], float(rte["mean"])) == ("1", "3", pytest.approx(78.0))
+
+
+def test_report_reads_zero_shot_pairs_and_the_mean_column(tmp_path):
+    sweep = tmp_path / "transfer_zeroshot" / "t"
+    jobs = [([f"seed={s}"], finished(0.9, {"imdb/acc_f1": v}, method="idspam", task="sst2", seed=s, layer=12,
+                                     model="roberta_large", experiment="transfer_zeroshot", eval_tasks=["imdb"]))
+            for s, v in ((1, 0.88), (2, 0.90))]
+    write_sweep(sweep, {"seed": "1,2"}, [], jobs)
+    rows = {r["column"]: r for r in csv.DictReader(report([sweep])["csv"].open())}
+    assert float(rows["sst2->imdb"]["mean"]) == pytest.approx(89.0) and rows["sst2->imdb"]["paper"] == "89.1"
+    assert rows["sst2->imdb"]["metric"] == "imdb/acc_f1"
+    assert rows["sst2"]["paper"] == "94.6"
+
+
+def test_glue_table_has_a_mean_over_tasks_beside_the_papers(tmp_path):
+    sweep = tmp_path / "glue_base" / "t"
+    tasks = ("mnli", "qnli", "sst2", "mrpc", "rte", "qqp")
+    jobs = [([f"task={t}"], finished(0.80, method="idspam", task=t, seed=1)) for t in tasks]
+    write_sweep(sweep, {"task": ",".join(tasks)}, [], jobs)
+    text = report([sweep])["markdown"].read_text()
+    assert text.count("· paper") == 7 and "80.0 (1/1) · paper 84.8 |" in text  # the paper's ID-SPAM mean
+
+
+def test_layer_figure_is_a_valid_png(tmp_path):
+    import matplotlib.image
+
+    sweep = tmp_path / "layer_sweep" / "t"
+    jobs = []
+    for method in ("lpt", "idspam"):
+        for layer in range(4):
+            for seed in (1, 2):
+                value = 0.6 + 0.02 * layer + 0.01 * seed + (0.05 if method == "idspam" else 0)
+                jobs.append(([f"method={method}", f"layer={layer}", f"seed={seed}"],
+                             finished(value, method=method, task="rte", seed=seed, layer=layer, model="roberta_large",
+                                      experiment="layer_sweep")))
+    write_sweep(sweep, {"method": "lpt,idspam", "layer": "range(0,4)", "seed": "1,2"}, [], jobs)
+    written = report([sweep])
+    assert written["figures"] == [sweep / "layers.png"]
+    png = (sweep / "layers.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(sweep / "layers.png")
+    assert image.shape[0] > 300 and image.shape[1] > 500 and image.std() > 0  # drawn, not blank
+    assert (sweep / "layers.svg").read_text().lstrip().startswith("<?xml")
+    assert "![metric against the injection layer](layers.png)" in written["markdown"].read_text()
+
+
+def test_no_figure_without_a_layer_sweep(glue_sweep):
+    assert report([glue_sweep])["figures"] == []
+    assert not (glue_sweep / "layers.png").exists()
+
+
+def test_report_logs_a_table_to_wandb_offline(glue_sweep, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    written = report([glue_sweep], wandb_log=True)
+    assert written["wandb_group"] == "glue_base-2026-11-23_10-00-00"
+    runs = list((glue_sweep / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert b"glue_base-2026-11-23_10-00-00" in next(runs[0].glob("run-*.wandb")).read_bytes()
+    tables = list(runs[0].glob("files/media/table/report_*.table.json"))
+    assert tables and json.loads(tables[0].read_text())["columns"][:3] == ["experiment", "model", "method"]
+
+
+def test_report_cli_names_bad_arguments(tmp_path, capsys):
+    from idspam.report import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2 and "no such sweep or run dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["colour=red"])
+    assert "unknown option 'colour'; valid: out, wandb, project, group" in capsys.readouterr().err
