@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test test-fast lint demo params bench
+.PHONY: install test test-fast lint demo params bench report repro-cpu
 
 ## install: torch 2.13.0 first (the CPU build where one is on disk), then the project, editable, with dev extras
 install:
@@ -29,3 +29,19 @@ params:
 ## bench: training speed and memory of every method against PEFT (roberta_base shapes, CPU); ARGS="device=cuda ..."
 bench:
 	$(PYTHON) -m idspam.bench $(ARGS)
+
+## report: tables (and the layer figure) of sweeps beside the paper's numbers; SWEEPS defaults to the newest sweep
+SWEEPS ?= $(shell ls -td outputs/multiruns/*/*/ 2>/dev/null | head -1)
+report:
+	$(PYTHON) -m idspam.report $(SWEEPS) $(ARGS)
+
+## repro-cpu: the CPU-scale reproduction (cpu_repro, then cpu_layer_sweep), archived and reported into
+## experiments/results/cpu_repro (about 75 min on 2 cores)
+STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
+RESULTS := experiments/results/cpu_repro
+repro-cpu:
+	$(PYTHON) -m idspam.run -m experiment=cpu_repro hydra.sweep.dir=outputs/multiruns/cpu_repro/$(STAMP)
+	$(PYTHON) -m idspam.run -m experiment=cpu_layer_sweep hydra.sweep.dir=outputs/multiruns/cpu_layer_sweep/$(STAMP)
+	$(PYTHON) experiments/archive_sweep.py outputs/multiruns/cpu_repro/$(STAMP) $(RESULTS)/sweeps/cpu_repro
+	$(PYTHON) experiments/archive_sweep.py outputs/multiruns/cpu_layer_sweep/$(STAMP) $(RESULTS)/sweeps/cpu_layer_sweep
+	$(PYTHON) -m idspam.report $(RESULTS)/sweeps/cpu_repro $(RESULTS)/sweeps/cpu_layer_sweep out=$(RESULTS) reference=roberta_base

@@ -1,6 +1,7 @@
 """Tables (and the layer figure) from sweep outputs, with the paper's numbers beside ours.
 
     python -m idspam.report outputs/multiruns/glue_base/<time> [more sweep or run dirs] [out=DIR] [wandb=true]
+        [reference=roberta_base]   # the paper's numbers of this model beside ours, for models it did not run
 
 Every job's results.json is read and the jobs are grouped by experiment, model, method, layer and
 column (a task, a transfer pair, or "parameters"). `report.md` and `report.csv` (in `out`, by
@@ -249,16 +250,19 @@ class Cell:
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
 
-RowKey = tuple  # (experiment, model, method, layer)
+RowKey = tuple  # (method, layer)
+PAPER_MODELS = {model for model, _, _ in PAPER}
 
 
-def group_jobs(jobs: list[Job]) -> dict[tuple, dict[RowKey, dict[str, Cell]]]:
-    """{(experiment, model): {(method, layer): {column: Cell}}}; every job with a known group counts as expected."""
+def group_jobs(jobs: list[Job], reference: str | None = None) -> dict[tuple, dict[RowKey, dict[str, Cell]]]:
+    """{(experiment, model): {(method, layer): {column: Cell}}}; every job with a known group counts as expected.
+    `reference`: the paper's model whose numbers stand beside ours for models the paper did not run."""
     tables: dict = defaultdict(lambda: defaultdict(dict))
     for job in jobs:
+        paper_model = job.model if job.model in PAPER_MODELS else reference
         for column, metric in job.metrics.items():
             cells = tables[(job.experiment, job.model)][(job.method, job.layer)]
-            cell = cells.get(column) or Cell([], 0, metric, PAPER.get((job.model, job.method, column)))
+            cell = cells.get(column) or Cell([], 0, metric, PAPER.get((paper_model, job.method, column)))
             cell.expected += 1
             if column in job.values:
                 cell.values.append(job.values[column])
@@ -282,6 +286,8 @@ def _row_order(key):
 def fmt(cell: Cell | None, count: bool) -> str:
     if cell is None:
         return ""
+    if cell.metric == "mean":
+        return f"{cell.mean:.1f}" + (f" · paper {cell.paper:.1f}" if cell.paper is not None else "")
     if count:
         ours = f"{cell.mean:,.0f}" if cell.values else "-"
         return ours + (f" · paper {cell.paper:,.0f}" if cell.paper is not None else "")
@@ -297,11 +303,26 @@ def mean_cell(cells: dict[str, Cell], columns: list[str]) -> Cell | None:
         return None
     papers = [cells[c].paper for c in tasks]
     paper = statistics.fmean(papers) if all(p is not None for p in papers) else None
-    finished = min(len(cells[c].values) for c in tasks)
-    return Cell([statistics.fmean(cells[c].mean for c in tasks)], finished, "mean", paper)
+    return Cell([statistics.fmean(cells[c].mean for c in tasks)], 1, "mean", paper)
 
 
-def markdown(tables, jobs: list[Job], sweeps: list[Path], figures: list[Path]) -> str:
+def ranking(rows: dict[RowKey, dict[str, Cell]], columns: list[str]) -> str | None:
+    """Methods ranked by their mean over the columns where every method has our score and the paper's."""
+    methods = [m for m, _ in rows]
+    usable = [c for c in columns if all(cells.get(c) and cells[c].values and cells[c].paper is not None
+                                        for cells in rows.values())]
+    if len(rows) < 2 or len(set(methods)) != len(methods) or not usable:
+        return None
+
+    def ranked(value) -> str:
+        scores = {m: statistics.fmean(value(rows[(m, layer)][c]) for c in usable) for m, layer in rows}
+        return " > ".join(f"{m} {v:.1f}" for m, v in sorted(scores.items(), key=lambda kv: -kv[1]))
+
+    return (f"Ranking by the mean over {', '.join(usable)}: ours {ranked(lambda c: c.mean)}; "
+            f"paper {ranked(lambda c: c.paper)}")
+
+
+def markdown(tables, jobs: list[Job], sweeps: list[Path], figures: list[Path], reference: str | None = None) -> str:
     lines = ["# Results", "", "Sweeps: " + ", ".join(f"`{s}`" for s in sweeps), "",
              "Each cell: our mean ± std over seeds (percent; the best epoch's dev metric), "
              "(finished/expected jobs), and the paper's number (PAPER.md) where it has one.", ""]
@@ -309,7 +330,10 @@ def markdown(tables, jobs: list[Job], sweeps: list[Path], figures: list[Path]) -
         columns = _order({c for cells in rows.values() for c in cells}, COLUMN_ORDER)
         count = columns == ["parameters"]
         with_mean = any(mean_cell(cells, columns) for cells in rows.values())
-        lines += [f"## {experiment or 'runs'}: {model}", ""]
+        title = f"## {experiment or 'runs'}: {model}"
+        if model not in PAPER_MODELS and reference:
+            title += f" (the paper's numbers beside ours are {reference}'s)"
+        lines += [title, ""]
         metrics = sorted({f"{c}: {cell.metric}" for cells in rows.values() for c, cell in cells.items() if cell.metric})
         if metrics and not count:
             lines += ["Metrics: " + "; ".join(metrics), ""]
@@ -320,9 +344,12 @@ def markdown(tables, jobs: list[Job], sweeps: list[Path], figures: list[Path]) -
             cells = rows[key]
             row = [str(method), "-" if layer is None or method in NO_PROMPT else str(layer)] + [fmt(cells.get(c), count) for c in columns]
             if with_mean:
-                row.append(fmt(mean_cell(cells, columns), False))
+                row.append(fmt(mean_cell(cells, columns), False))  # the mean of the task means
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        order = None if count else ranking(rows, columns)
+        if order:
+            lines += [order, ""]
     for figure in figures:
         lines += [f"![metric against the injection layer]({figure.name})", ""]
     unfinished = [j for j in jobs if j.status != "finished"]
@@ -443,17 +470,19 @@ def log_to_wandb(tables, figures: list[Path], csv_body: str, sweeps: list[Path],
 
 
 def report(sweeps: list[Path], out: Path | None = None, wandb_log: bool = False, project: str = "idspam",
-           group: str | None = None) -> dict:
+           group: str | None = None, reference: str | None = None) -> dict:
     """Write report.md, report.csv and the layer figures; returns what was written and the job counts."""
     sweeps = [Path(s) for s in sweeps]
     jobs = [job for sweep in sweeps for job in read_sweep(sweep)]
     describe_unstarted(jobs)
     out = Path(out) if out else sweeps[0]
     out.mkdir(parents=True, exist_ok=True)
-    tables = group_jobs(jobs)
+    if reference is not None and reference not in PAPER_MODELS:
+        raise UserError(f"reference={reference!r}: the paper reports {', '.join(sorted(PAPER_MODELS))}")
+    tables = group_jobs(jobs, reference)
     figures = layer_figures(tables, out, model_layers(jobs))
     body = csv_text(tables)
-    atomic_write_text(out / "report.md", markdown(tables, jobs, sweeps, figures))
+    atomic_write_text(out / "report.md", markdown(tables, jobs, sweeps, figures, reference))
     atomic_write_text(out / "report.csv", body)
     written = {"markdown": out / "report.md", "csv": out / "report.csv", "figures": figures,
                "jobs": len(jobs), "finished": sum(j.status == "finished" for j in jobs)}
@@ -464,7 +493,7 @@ def report(sweeps: list[Path], out: Path | None = None, wandb_log: bool = False,
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    options = {"out": None, "wandb": "false", "project": "idspam", "group": None}
+    options = {"out": None, "wandb": "false", "project": "idspam", "group": None, "reference": None}
     sweeps = []
     try:
         for arg in argv:
@@ -478,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         if not sweeps:
             raise UserError("give one or more sweep dirs, e.g. python -m idspam.report outputs/multiruns/cpu_repro/<time>")
         written = report(sweeps, options["out"], options["wandb"].lower() in ("1", "true", "yes"),
-                         options["project"], options["group"])
+                         options["project"], options["group"], options["reference"])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -96,8 +96,8 @@ def train(cfg: DictConfig, extra_header: dict | None = None) -> dict:
     parameters = model.parameter_counts()
     monitor = f"{spec.eval_splits[0]}/{spec.metric}"
     header = {
-        "experiment": cfg.get("experiment_name"), "task": spec.name, "method": run.method.name, "model": run.model.name, "layer": run.layer,
-        "seed": run.seed, "head": run.head.type,
+        "experiment": cfg.get("experiment_name"), "task": spec.name, "method": run.method.name,
+        "model": run.model.name, "layer": run.layer, "seed": run.seed, "head": run.head.type,
         "table_metric": monitor,  # the metric the paper's tables report for this task
         "eval_tasks": run.eval_tasks, "init_from": run.init_from, **(extra_header or {}),
         "parameters": parameters,
@@ -147,6 +147,7 @@ def train_from_source(cfg: DictConfig) -> dict:
     source_cfg, target_cfg = cfg.copy(), cfg.copy()
     with open_dict(source_cfg), open_dict(target_cfg):
         source_cfg.task, source_cfg.eval_tasks, source_cfg.paths.output_dir = cfg.source_task, [], str(out / "source")
+        source_cfg.resume = None  # resume=<job dir> continues the target run; an unfinished source run starts over
         if (source_cfg.get("logger") or {}).get("wandb"):
             source_cfg.logger.wandb.name = f"{cfg.logger.wandb.name}-source"
         target_cfg.init_from = str(out / "source" / "adapter")

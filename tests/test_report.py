@@ -115,7 +115,7 @@ def test_glue_table_has_a_mean_over_tasks_beside_the_papers(tmp_path):
     jobs = [([f"task={t}"], finished(0.80, method="idspam", task=t, seed=1)) for t in tasks]
     write_sweep(sweep, {"task": ",".join(tasks)}, [], jobs)
     text = report([sweep])["markdown"].read_text()
-    assert text.count("· paper") == 7 and "80.0 (1/1) · paper 84.8 |" in text  # the paper's ID-SPAM mean
+    assert text.count("· paper") == 7 and "| 80.0 · paper 84.8 |" in text  # the paper's ID-SPAM mean
 
 
 def test_layer_figure_is_a_valid_png(tmp_path):
@@ -165,4 +165,39 @@ def test_report_cli_names_bad_arguments(tmp_path, capsys):
     assert exit_.value.code == 2 and "no such sweep or run dir" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["colour=red"])
-    assert "unknown option 'colour'; valid: out, wandb, project, group" in capsys.readouterr().err
+    assert "unknown option 'colour'; valid: out, wandb, project, group, reference" in capsys.readouterr().err
+
+
+def test_ranking_and_reference_numbers_for_a_model_the_paper_did_not_run(glue_sweep, tmp_path):
+    """Our ordering of methods beside the paper's, over the columns where both exist."""
+    text = report([glue_sweep])["markdown"].read_text()
+    # ours: idspam (74.0 + 82.0) / 2 = 78.0, lpt (61.0 + 82.0) / 2 = 71.5; paper: (79.2+82.8)/2, (73.6+84.3)/2
+    assert "Ranking by the mean over mrpc, rte: ours idspam 78.0 > lpt 71.5; paper idspam 81.0 > lpt 78.9" in text
+
+    sweep = tmp_path / "cpu_repro" / "t"
+    jobs = [([f"method={m}"], finished(v, method=m, task="rte", seed=1, layer=3, model="minilm",
+                                       experiment="cpu_repro")) for m, v in (("idspam", 0.55), ("lpt", 0.60))]
+    write_sweep(sweep, {"method": "idspam,lpt"}, [], jobs)
+    assert "paper" not in report([sweep])["markdown"].read_text().split("## Jobs")[0].split("where it has one.")[1]
+    text = report([sweep], reference="roberta_base")["markdown"].read_text()
+    assert "## cpu_repro: minilm (the paper's numbers beside ours are roberta_base's)" in text
+    assert "| lpt | 3 | 60.0 (1/1) · paper 73.6 |" in text
+    assert "ours lpt 60.0 > idspam 55.0; paper idspam 79.2 > lpt 73.6" in text
+
+
+def test_archived_sweep_gives_the_same_report(glue_sweep, tmp_path):
+    """experiments/archive_sweep.py keeps what the report reads (what experiments/results/ commits)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "archive_sweep.py"
+    spec = importlib.util.spec_from_file_location("archive_sweep", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (glue_sweep / "0" / "checkpoints").mkdir()
+    (glue_sweep / "0" / "checkpoints" / "last.ckpt").write_bytes(b"x" * 100)
+    archived = tmp_path / "archive" / "glue_base"
+    assert module.archive(glue_sweep, archived) == 11  # job 11 never started: no folder
+    assert not (archived / "0" / "checkpoints").exists()
+    original = report([glue_sweep], out=tmp_path / "a")["csv"].read_text()
+    assert report([archived], out=tmp_path / "b")["csv"].read_text() == original
