@@ -36,7 +36,7 @@ report:
 	$(PYTHON) -m idspam.report $(SWEEPS) $(ARGS)
 
 ## repro-cpu: the CPU-scale reproduction (cpu_repro, then cpu_layer_sweep), archived and reported into
-## experiments/results/cpu_repro (about 75 min on 2 cores)
+## experiments/results/cpu_repro (about 66 min on 2 cores)
 STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
 RESULTS := experiments/results/cpu_repro
 repro-cpu:

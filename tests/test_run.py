@@ -1,6 +1,7 @@
 """End to end: `python -m idspam.run` and a Hydra multirun each write results.json."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ FAST = ["model=tiny", "trainer.max_epochs=2", "task.max_train_samples=64", "task
         "logger=csv"]
 
 
-def run_cli(*args, timeout=300):
-    proc = subprocess.run([sys.executable, "-m", "idspam.run", *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(*args, env=None, timeout=300):
+    environ = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "idspam.run", *args], capture_output=True, text=True,
+                          timeout=timeout, env=environ)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
