@@ -270,7 +270,7 @@ def check_group_choices(argv: list[str]) -> None:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, value = arg.split("=", 1)
-        key = key.lstrip("+~")
+        key = key.lstrip("+~").split("@")[0]  # task@source_task=<task> is a task choice too
         if key not in groups or any(c in value for c in "()[]{}$*"):
             continue
         for choice in value.split(","):

@@ -94,7 +94,11 @@ def test_unknown_group_choice_names_the_valid_ones():
         check_group_choices(["model=bert"])
     with pytest.raises(UserError, match="unknown task 'foo'; valid: boolq, cb, cola, copa, csv, demo, imdb"):
         check_group_choices(["-m", "task=rte,foo"])
-    check_group_choices(["task=rte", "layer=1,2", "model.name_or_path=/x=y"])  # fine: no error
+    with pytest.raises(UserError, match="unknown task 'mrcp'; valid: boolq"):
+        check_group_choices(["task@source_task=mrcp"])
+    with pytest.raises(UserError, match="unknown experiment 'glue'; valid: ablation_meanpool, cpu_layer_sweep"):
+        check_group_choices(["-m", "experiment=glue"])
+    check_group_choices(["task=rte", "layer=1,2", "model.name_or_path=/x=y", "transfer=sst2_imdb"])  # fine
 
 
 @pytest.mark.parametrize("args,message", [
