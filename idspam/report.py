@@ -164,9 +164,7 @@ def saved_config_info(job_dir: Path) -> dict | None:
         return None
     from omegaconf import OmegaConf
 
-    from . import run  # noqa: F401  (registers the config's resolvers)
-
-    try:
+    try:  # the keys read here use no custom resolver
         return config_info(OmegaConf.load(file))
     except Exception:  # an unreadable config: fall back to the overrides
         return None

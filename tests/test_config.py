@@ -98,6 +98,10 @@ def test_unknown_group_choice_names_the_valid_ones():
         check_group_choices(["task@source_task=mrcp"])
     with pytest.raises(UserError, match="unknown experiment 'glue'; valid: ablation_meanpool, cpu_layer_sweep"):
         check_group_choices(["-m", "experiment=glue"])
+    with pytest.raises(UserError, match="unknown transfer 'sst2_rte'; valid: fewshot_mrpc_qqp"):
+        check_group_choices(["transfer=sst2_rte"])
+    with pytest.raises(UserError, match="unknown hparams_search 'idspam'; valid: dept_optuna"):
+        check_group_choices(["hparams_search=idspam"])
     check_group_choices(["task=rte", "layer=1,2", "model.name_or_path=/x=y", "transfer=sst2_imdb"])  # fine
 
 

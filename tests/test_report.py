@@ -201,3 +201,20 @@ def test_archived_sweep_gives_the_same_report(glue_sweep, tmp_path):
     assert not (archived / "0" / "checkpoints").exists()
     original = report([glue_sweep], out=tmp_path / "a")["csv"].read_text()
     assert report([archived], out=tmp_path / "b")["csv"].read_text() == original
+
+
+def test_job_killed_before_its_results_is_grouped_from_its_saved_config(glue_sweep, compose_cfg):
+    """A job with only .hydra/config.yaml (killed while loading) counts against its group, as running."""
+    from omegaconf import OmegaConf
+
+    job = glue_sweep / "11" / ".hydra"
+    job.mkdir(parents=True)
+    # saved with layer=9, so the group shows that the saved config, not the sweep's overrides, was read
+    cfg = compose_cfg("experiment=glue_base", "method=lpt", "task=mrpc", "seed=3", "layer=9")
+    OmegaConf.save(cfg, job / "config.yaml")
+    written = report([glue_sweep])
+    rows = {(r["method"], r["layer"], r["column"]): r for r in csv.DictReader(written["csv"].open())}
+    assert (rows[("lpt", "9", "mrpc")]["finished"], rows[("lpt", "9", "mrpc")]["expected"]) == ("0", "1")
+    assert (rows[("lpt", "6", "mrpc")]["finished"], rows[("lpt", "6", "mrpc")]["expected"]) == ("2", "2")
+    line = next(line for line in written["markdown"].read_text().splitlines() if "/11 |" in line)
+    assert "| running | no results.json" in line
