@@ -1,20 +1,21 @@
 """Training speed and memory of every method against Hugging Face PEFT, in one process.
 
-    python -m idspam.bench                                   # roberta_base shapes, batch 16, length 128, CPU
-    python -m idspam.bench model=roberta_large device=cuda precision=bf16 out=bench.json
+    idspam-bench                                   # roberta_base shapes, batch 16, length 128, CPU
+    idspam-bench --model roberta_large --device cuda --precision bf16 --out bench.json
 
 Each row is a full training step (forward, backward, AdamW step) on a random batch, except
 `inference`, the frozen backbone's forward (the lower bound on cost). Rows are timed interleaved,
 after warm-up, and the median over `repeats` is reported as examples per second, with its ratio
 to PEFT's prompt tuning and to inference. Peak memory is the growth above the loaded model during
-its first training steps, in a fresh subprocess per row (`memory=inline` measures in this process,
+its first training steps, in a fresh subprocess per row (`--memory inline` measures in this process,
 after the timing): on CPU the peak RSS (sampled every millisecond), on GPU
 `torch.cuda.max_memory_allocated`. The backbone is built from its config with random weights: no
-download, and the same compute as the real model. `quick=true` runs a tiny model for the tests.
+download, and the same compute as the real model. `--quick` runs a tiny model for the tests.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -28,11 +29,10 @@ from torch import nn
 
 from .errors import UserError
 
-DEFAULTS = {"model": "roberta_base", "batch": "16", "length": "128", "device": "cpu", "precision": "fp32",
-            "steps": "3", "repeats": "5", "warmup": "2", "memory": "subprocess", "out": "bench.json",
-            "quick": "false", "rows": "", "seed": "0"}
-QUICK = {"model": "tiny", "batch": "4", "length": "16", "steps": "1", "repeats": "2", "warmup": "1",
-         "memory": "inline"}
+DEFAULTS = {"model": "roberta_base", "batch": 16, "length": 128, "device": "cpu", "precision": "fp32",
+            "steps": 3, "repeats": 5, "warmup": 2, "memory": "subprocess", "out": "bench.json",
+            "quick": False, "rows": "", "seed": 0}
+QUICK = {"model": "tiny", "batch": 4, "length": 16, "steps": 1, "repeats": 2, "warmup": 1, "memory": "inline"}
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -201,7 +201,7 @@ def peak_memory_mb(row: Row, args: dict, steps: int = 2) -> float:
 
 def memory_in_subprocess(name: str, args: dict) -> float:
     """Each row in a fresh process, so one row's freed memory does not hide another's peak."""
-    argv = [sys.executable, "-m", "idspam.bench", *(f"{k}={v}" for k, v in args.items()), f"memory_row={name}"]
+    argv = [sys.executable, "-m", "idspam.bench", *to_argv(args), "--memory-row", name]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     if proc.returncode:
         raise RuntimeError(f"memory of {name!r}: {proc.stderr[-2000:]}")
@@ -262,20 +262,52 @@ def run(args: dict) -> list[dict]:
     return results
 
 
+def build_parser():
+    from .cli import ArgumentParser, positive_int
+
+    parser = ArgumentParser(prog="idspam-bench", description=__doc__.split("\n\n")[0],
+                            epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    add = parser.add_argument
+    add("--model", help=f"model config (conf/model/<name>.yaml), built with random weights "
+                        f"(default {DEFAULTS['model']}; --quick: {QUICK['model']})")
+    add("--batch", type=positive_int, help=f"examples per step (default {DEFAULTS['batch']})")
+    add("--length", type=positive_int, help=f"tokens per example (default {DEFAULTS['length']})")
+    add("--device", help=f"cpu, cuda, cuda:1... (default {DEFAULTS['device']})")
+    add("--precision", choices=list(PRECISIONS), help=f"(default {DEFAULTS['precision']})")
+    add("--steps", type=positive_int, help=f"training steps per timed repeat (default {DEFAULTS['steps']})")
+    add("--repeats", type=positive_int, help=f"timed repeats; the median is reported (default {DEFAULTS['repeats']})")
+    add("--warmup", type=int, help=f"untimed steps per row first (default {DEFAULTS['warmup']})")
+    add("--memory", choices=("subprocess", "inline", "off"),
+        help=f"peak memory per row in a fresh process, in this one, or not at all (default {DEFAULTS['memory']})")
+    add("--out", help=f"JSON file of the results (default {DEFAULTS['out']})")
+    add("--quick", action="store_true", help="a tiny model and few steps (what the tests run); "
+                                             "options given explicitly still apply")
+    add("--rows", help="comma-separated row names to run (inference and peft prompt_tuning always run); "
+                       "default: every row")
+    add("--seed", type=int, help=f"(default {DEFAULTS['seed']})")
+    add("--memory-row", dest="memory_row", help=argparse.SUPPRESS)  # a memory_in_subprocess child
+    return parser
+
+
 def parse(argv: list[str]) -> dict:
-    args = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in {*DEFAULTS, "memory_row"}:
-            raise UserError(f"unknown argument {arg!r}; valid: {', '.join(k + '=' for k in DEFAULTS)}")
-        args[key] = value
-    if args["quick"].lower() in ("1", "true", "yes"):
-        args = {**args, **{k: v for k, v in QUICK.items() if not any(a.startswith(k + "=") for a in argv)}}
-    if args["precision"] not in PRECISIONS:
-        raise UserError(f"precision={args['precision']!r}; valid: {', '.join(PRECISIONS)}")
+    """The options as a dict (DEFAULTS' keys; --quick fills what was not given from QUICK)."""
+    given = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
+    quick = given.pop("quick", False)
+    args = {**DEFAULTS, **(QUICK if quick else {}), **given, "quick": quick}
     if args["device"].startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={args['device']} but no CUDA device is available")
+        raise UserError(f"--device {args['device']} but no CUDA device is available")
     return args
+
+
+def to_argv(args: dict) -> list[str]:
+    """The command-line options that `parse` turns back into `args`."""
+    argv = []
+    for key, value in args.items():
+        if key == "quick":
+            argv += ["--quick"] if value else []
+        elif key != "memory_row":
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,11 +1,12 @@
 """Trainable parameters per method, as a Markdown table, beside the paper's Table 12.
 
-    python -m idspam.params                          # roberta_base and roberta_large
-    python -m idspam.params model=minilm,roberta_base task=mnli include_head=true
+    idspam-params                                    # roberta_base and roberta_large
+    idspam-params --model minilm roberta_base --task mnli --include-head
+    idspam-params --model tiny --set head=mlm --set method.dropout=0
 
 Each method is built exactly as a run builds it, on the model's architecture with random weights
-on the `meta` device (no download, no memory), and its parameters are counted. Any other
-`key=value` is a config override applied to every row (e.g. `task=mnli`, `head=mlm`).
+on the `meta` device (no download, no memory), and its parameters are counted. `--task`, `--head`
+and any `--set KEY=VALUE` (a config override, as the runner takes it) apply to every row.
 """
 
 from __future__ import annotations
@@ -110,24 +111,39 @@ def table(models: list[str], extra: list[str], include_head: bool = False) -> st
     return "\n".join(lines)
 
 
+def build_parser():
+    from .cli import ArgumentParser
+
+    parser = ArgumentParser(prog="idspam-params", description=__doc__.split("\n\n")[0],
+                            epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("--model", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME",
+                        help=f"model configs (conf/model), one column pair each (default: {' '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--task", help="task config, for the head's number of classes (default: the config's)")
+    parser.add_argument("--head", choices=("cls", "mlm"), help="head config (default: the config's)")
+    parser.add_argument("--include-head", action="store_true", help="count the head's parameters in ours "
+                                                                   "(the paper's counts include none)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override applied to every row (repeatable), e.g. --set method.bias=false")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     from .run import check_group_choices
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    models, extra, include_head = list(DEFAULT_MODELS), [], False
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    models = [m for name in args.model for m in name.split(",") if m]
+    extra = [f"task={args.task}"] * bool(args.task) + [f"head={args.head}"] * bool(args.head)
     try:
-        for arg in argv:
-            key, _, value = arg.partition("=")
-            if key == "model":
-                models = [m for m in value.split(",") if m]
-            elif key == "include_head":
-                include_head = value.lower() in ("1", "true", "yes")
-            elif key in ("method", "layer"):
-                raise UserError(f"{key}= is not an option of idspam.params: it counts every method")
-            else:
-                extra.append(arg)
+        for override in args.overrides:
+            key, eq, _ = override.partition("=")
+            if not eq:
+                raise UserError(f"--set {override!r}: expected KEY=VALUE")
+            if key.lstrip("+~") in ("method", "layer", "model"):
+                hint = "use --model" if key.lstrip("+~") == "model" else "it counts every method"
+                raise UserError(f"--set {key}=... is not an option of idspam-params: {hint}")
+            extra.append(override)
         check_group_choices([f"model={','.join(models)}", *extra])
-        print(table(models, extra, include_head))
+        print(table(models, extra, args.include_head))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,11 +1,12 @@
 """Tables (and the layer figure) from sweep outputs, with the paper's numbers beside ours.
 
-    python -m idspam.report outputs/multiruns/glue_base/<time> [more sweep or run dirs] [out=DIR] [wandb=true]
-        [reference=roberta_base]   # the paper's numbers of this model beside ours, for models it did not run
+    idspam-report outputs/multiruns/glue_base/<time> [more sweep or run dirs] [--out DIR] [--wandb]
+        [--format md csv json]       # which files to write (default: md and csv)
+        [--reference roberta_base]   # the paper's numbers of this model beside ours, for models it did not run
 
 Every job's results.json is read and the jobs are grouped by experiment, model, method, layer and
-column (a task, a transfer pair, or "parameters"). `report.md` and `report.csv` (in `out`, by
-default the first dir) give the mean ± std over seeds in percent, finished/expected jobs, and the
+column (a task, a transfer pair, or "parameters"). `report.md`, `report.csv` and `report.json` (in
+`--out`, by default the first dir; `--format` picks which) give the mean ± std over seeds in percent, finished/expected jobs, and the
 paper's number where the paper has one. Where a method ran at several layers, `layers.png` and
 `layers.svg` plot the metric against the layer. Jobs that failed, stopped or never started are
 listed, never dropped: the expected jobs come from the sweep's multirun.yaml.
@@ -378,6 +379,25 @@ def csv_text(tables) -> str:
     return out.getvalue()
 
 
+def json_text(tables, jobs: list[Job], reference: str | None = None) -> str:
+    """The CSV's rows (numbers as numbers) and every job with its status, as one JSON document."""
+    rows = []
+    for row in csv.DictReader(io.StringIO(csv_text(tables))):
+        for key in ("mean", "std", "paper"):
+            row[key] = float(row[key]) if row[key] != "" else None
+        row["layer"] = int(row["layer"]) if row["layer"] != "" else None
+        row["finished"], row["expected"] = int(row["finished"]), int(row["expected"])
+        row["values"] = [float(v) for v in row["values"].split()]
+        rows.append(row)
+    job_list = [{"where": j.where, "status": j.status, "error": j.error, "experiment": j.experiment,
+                 "model": j.model, "method": j.method, "layer": j.layer, "seed": j.seed, "values": j.values}
+                for j in jobs]
+    return json.dumps({"reference": reference, "rows": rows, "jobs": job_list}, indent=2) + "\n"
+
+
+FORMATS = {"md": "report.md", "csv": "report.csv", "json": "report.json"}  # --format value -> file
+
+
 def layer_figures(tables, out: Path, num_layers: dict[str, int]) -> list[Path]:
     """One figure per (experiment, model) where some method ran at several layers: metric against layer."""
     import matplotlib
@@ -468,8 +488,10 @@ def log_to_wandb(tables, figures: list[Path], csv_body: str, sweeps: list[Path],
 
 
 def report(sweeps: list[Path], out: Path | None = None, wandb_log: bool = False, project: str = "idspam",
-           group: str | None = None, reference: str | None = None) -> dict:
-    """Write report.md, report.csv and the layer figures; returns what was written and the job counts."""
+           group: str | None = None, reference: str | None = None,
+           formats: tuple[str, ...] = ("md", "csv")) -> dict:
+    """Write report.md, report.csv (and report.json: `formats`) and the layer figures; returns what was
+    written (`markdown`, `csv`, `json`: the paths of the files written) and the job counts."""
     sweeps = [Path(s) for s in sweeps]
     jobs = [job for sweep in sweeps for job in read_sweep(sweep)]
     describe_unstarted(jobs)
@@ -480,38 +502,53 @@ def report(sweeps: list[Path], out: Path | None = None, wandb_log: bool = False,
     tables = group_jobs(jobs, reference)
     figures = layer_figures(tables, out, model_layers(jobs))
     body = csv_text(tables)
-    atomic_write_text(out / "report.md", markdown(tables, jobs, sweeps, figures, reference))
-    atomic_write_text(out / "report.csv", body)
-    written = {"markdown": out / "report.md", "csv": out / "report.csv", "figures": figures,
-               "jobs": len(jobs), "finished": sum(j.status == "finished" for j in jobs)}
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise UserError(f"unknown report format(s) {unknown}; valid: {', '.join(FORMATS)}")
+    written = {"figures": figures, "jobs": len(jobs), "finished": sum(j.status == "finished" for j in jobs)}
+    if "md" in formats:
+        atomic_write_text(out / FORMATS["md"], markdown(tables, jobs, sweeps, figures, reference))
+        written["markdown"] = out / FORMATS["md"]
+    if "csv" in formats:
+        atomic_write_text(out / FORMATS["csv"], body)
+        written["csv"] = out / FORMATS["csv"]
+    if "json" in formats:
+        atomic_write_text(out / FORMATS["json"], json_text(tables, jobs, reference))
+        written["json"] = out / FORMATS["json"]
     if wandb_log:
         written["wandb_group"] = log_to_wandb(tables, figures, body, sweeps, project, group)
     return written
 
 
+def build_parser():
+    from .cli import ArgumentParser
+
+    parser = ArgumentParser(prog="idspam-report", description=__doc__.split("\n\n")[0],
+                            epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("sweeps", nargs="+", metavar="DIR", help="sweep dirs (outputs/multiruns/...) or run dirs")
+    parser.add_argument("--out", help="folder to write the report into (default: the first DIR)")
+    parser.add_argument("--format", dest="formats", nargs="+", choices=list(FORMATS), metavar="FORMAT",
+                        help=f"files to write, any of {', '.join(FORMATS)} (default: md csv)")
+    parser.add_argument("--reference", help="a model of the paper whose numbers go beside ours, for a model the "
+                                            f"paper did not run ({', '.join(sorted(PAPER_MODELS))})")
+    parser.add_argument("--wandb", action="store_true", help="also log the report as a W&B table")
+    parser.add_argument("--project", default="idspam", help="W&B project (default idspam)")
+    parser.add_argument("--group", help="W&B group (default: <experiment>-<time> of the first DIR)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    options = {"out": None, "wandb": "false", "project": "idspam", "group": None, "reference": None}
-    sweeps = []
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        for arg in argv:
-            key, eq, value = arg.partition("=")
-            if eq and key in options:
-                options[key] = value
-            elif eq and not Path(arg).exists():
-                raise UserError(f"unknown option {key!r}; valid: {', '.join(options)} (and sweep or run dirs)")
-            else:
-                sweeps.append(Path(arg))
-        if not sweeps:
-            raise UserError("give one or more sweep dirs, e.g. python -m idspam.report outputs/multiruns/cpu_repro/<time>")
-        written = report(sweeps, options["out"], options["wandb"].lower() in ("1", "true", "yes"),
-                         options["project"], options["group"], options["reference"])
+        written = report([Path(d) for d in args.sweeps], args.out, args.wandb, args.project, args.group,
+                         args.reference, tuple(args.formats or ("md", "csv")))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"{written['finished']} of {written['jobs']} jobs finished")
-    for key in ("markdown", "csv"):
-        print(f"wrote {written[key]}")
+    for key in ("markdown", "csv", "json"):
+        if key in written:
+            print(f"wrote {written[key]}")
     for figure in written["figures"]:
         print(f"wrote {figure} (and .svg)")
     if "wandb_group" in written:

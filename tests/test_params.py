@@ -30,13 +30,13 @@ def test_table_reproduces_the_papers_counts_for_roberta(capsys):
 
 
 def test_any_model_and_head_counted(capsys):
-    main(["model=tiny", "include_head=true", "task=mnli"])
+    main(["--model", "tiny", "--include-head", "--task", "mnli"])
     table = rows(capsys.readouterr().out)
     assert table[("prompt_tuning", "defaults")] == [f"{10 * 32 + 32 * 3 + 3:,}", "", "yes (head: 99)", ""]
 
 
 def test_unknown_model_is_one_clear_error(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["model=roberta_huge"])
+        main(["--model", "roberta_huge"])
     assert e.value.code == 2
     assert "unknown model 'roberta_huge'; valid: minilm, roberta_base, roberta_large, tiny" in capsys.readouterr().err

@@ -163,9 +163,24 @@ def test_report_cli_names_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "nowhere")])
     assert exit_.value.code == 2 and "no such sweep or run dir" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["colour=red"])
-    assert "unknown option 'colour'; valid: out, wandb, project, group, reference" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path), "--colour", "red"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("idspam-report: error: unrecognized arguments: --colour red "
+                                       "(see idspam-report --help)\n")
+
+
+def test_report_cli_writes_the_formats_asked_for(glue_sweep, tmp_path, capsys):
+    from idspam.report import main
+
+    main([str(glue_sweep), "--out", str(tmp_path / "r"), "--format", "csv", "json"])
+    assert sorted(p.name for p in (tmp_path / "r").glob("report.*")) == ["report.csv", "report.json"]
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    csv_rows = list(csv.DictReader((tmp_path / "r" / "report.csv").open()))
+    assert len(data["rows"]) == len(csv_rows) > 0 and len(data["jobs"]) == 12
+    first = data["rows"][0]
+    assert first["mean"] == pytest.approx(float(csv_rows[0]["mean"])) and isinstance(first["finished"], int)
+    assert f"wrote {tmp_path / 'r' / 'report.json'}" in capsys.readouterr().out
 
 
 def test_ranking_and_reference_numbers_for_a_model_the_paper_did_not_run(glue_sweep, tmp_path):

@@ -96,7 +96,7 @@ def test_length_grouped_batches_cover_every_example_once_with_less_padding():
 def test_benchmark_quick_mode_writes_every_row(tmp_path, capsys):
     from idspam.bench import main
 
-    main(["quick=true", f"out={tmp_path / 'bench.json'}"])
+    main(["--quick", "--out", str(tmp_path / "bench.json")])
     report = json.loads((tmp_path / "bench.json").read_text())
     names = [r["row"] for r in report["rows"]]
     assert names == ["inference", "idspam m=0", "idspam m=2", "idspam m=3", "idspam m=2 cache_lower", "lpt m=2",
@@ -109,5 +109,6 @@ def test_benchmark_arguments_are_checked(capsys):
     from idspam.bench import main
 
     with pytest.raises(SystemExit):
-        main(["precision=fp8"])
-    assert "precision='fp8'; valid: fp32, bf16" in capsys.readouterr().err
+        main(["--precision", "fp8"])
+    err = capsys.readouterr().err
+    assert "argument --precision: invalid choice: 'fp8'" in err and "bf16" in err and len(err.splitlines()) == 1

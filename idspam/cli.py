@@ -1,0 +1,46 @@
+"""What every idspam command-line tool shares: an argparse parser whose errors are one line.
+
+`--help` prints the usage with every option and exits 0 (argparse's own behaviour); a parse
+error (an unknown option, a missing or malformed value) prints one line naming it and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+TOOLS = {
+    "run": ("idspam.run", "train and evaluate one configuration, or sweep with -m (Hydra: key=value overrides)"),
+    "report": ("idspam.report", "tables (Markdown, CSV, JSON) and layer figures of sweeps, beside the paper"),
+    "predict": ("idspam.predict", "predict with a trained adapter (PEFT or idspam format); JSONL out"),
+    "bench": ("idspam.bench", "training speed and memory of every method against Hugging Face PEFT"),
+    "params": ("idspam.params", "trainable parameters per method, beside the paper's Table 12"),
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a parse error reduced to one line on stderr (and exit status 2)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def fail(message: str) -> None:
+    """A user error of a tool: one line, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
