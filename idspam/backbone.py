@@ -10,11 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PretrainedConfig
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PretrainedConfig,
+)
 
 from .config import PACKAGED_MINILM, ModelConfig
 from .errors import UserError
 from .hub import load_with_hub_fallback
+from .layouts import layout_for_config, supported_model_types
 
 log = logging.getLogger(__name__)
 
@@ -70,50 +79,111 @@ def load_config(cfg: ModelConfig) -> PretrainedConfig:
     else:
         config = _from_pretrained(AutoConfig, cfg, resolve_path(cfg.name_or_path), "model config")
     config._attn_implementation = cfg.attn_implementation
+    check_supported(config, cfg)
     return config
 
 
+def check_supported(config: PretrainedConfig, cfg: ModelConfig) -> None:
+    """One line before any weights load when no layout of the injection engine knows this architecture."""
+    if layout_for_config(config) is None:
+        arch = ", ".join(getattr(config, "architectures", None) or [type(config).__name__])
+        raise UserError(f"model {cfg.name!r} is a {arch} (model_type {config.model_type!r}), which idspam cannot "
+                        f"inject into; supported model types by family: {supported_model_types()}")
+
+
+def is_decoder(config: PretrainedConfig) -> bool:
+    layout = layout_for_config(config)
+    return bool(layout and layout.causal)
+
+
+def max_positions(config: PretrainedConfig) -> int | None:
+    """The longest input the backbone has positions for (RoBERTa-style position ids start after the pad id)."""
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if n and config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        n -= (config.pad_token_id or 0) + 1
+    return n
+
+
 def load_tokenizer(cfg: ModelConfig, config: PretrainedConfig | None = None):
-    """The model's tokenizer. With random weights (pretrained=false) and no way to get it, the packaged
-    MiniLM WordPiece tokenizer stands in (its ids fit any vocabulary of 30,522 or more): shapes and
-    speed stay right, only the token boundaries differ."""
+    """The model's tokenizer, padding on `model.padding_side` and with a pad token (a model without one, as
+    GPT-2, pads with its EOS: heads find the last real token from the attention mask, never from the ids).
+
+    With random weights (pretrained=false) and no way to get the tokenizer, the packaged MiniLM WordPiece
+    tokenizer stands in; `model.tokenizer=<folder or packaged:...>` names a stand-in explicitly. A
+    random-weight decoder built with a stand-in takes its vocabulary size and pad/eos ids from it
+    (`fit_config_to_tokenizer`); the token boundaries differ from the real tokenizer's."""
     path = resolve_path(cfg.tokenizer or cfg.name_or_path)
     try:
-        return _from_pretrained(AutoTokenizer, cfg, path, "tokenizer")
+        tokenizer = _from_pretrained(AutoTokenizer, cfg, path, "tokenizer")
+        if cfg.tokenizer and not cfg.pretrained:
+            log.info("random weights with the stand-in tokenizer %s", cfg.tokenizer)
     except UserError:
-        stand_in = AutoTokenizer.from_pretrained(resolve_path(PACKAGED_MINILM))
-        if cfg.pretrained or config is None or config.vocab_size < len(stand_in):
+        tokenizer = AutoTokenizer.from_pretrained(resolve_path(PACKAGED_MINILM))
+        if cfg.pretrained or config is None or (config.vocab_size < len(tokenizer) and not is_decoder(config)):
             raise
         log.warning("tokenizer of %s unavailable offline; random weights, so the packaged MiniLM tokenizer "
                     "stands in (token boundaries differ from the real tokenizer's)", cfg.name_or_path)
-        return stand_in
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise UserError(f"tokenizer {path!r} has neither a pad nor an eos token; idspam needs one to pad batches")
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info("tokenizer %s has no pad token; padding with its eos token %r (the attention mask marks the "
+                 "real tokens)", path, tokenizer.eos_token)
+    tokenizer.padding_side = padding_side(cfg, config)
+    return tokenizer
+
+
+def padding_side(cfg: ModelConfig, config: PretrainedConfig | None) -> str:
+    return cfg.padding_side or "right"
+
+
+def fit_config_to_tokenizer(config: PretrainedConfig, cfg: ModelConfig, tokenizer) -> None:
+    """A random-weight decoder takes its vocabulary and special ids from the tokenizer it runs with (the
+    stand-in's ids must index the embedding table). Pretrained models and encoders are left as they are."""
+    if cfg.pretrained or not is_decoder(config):
+        return
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    config.vocab_size = len(tokenizer)
+    config.pad_token_id, config.eos_token_id, config.bos_token_id = tokenizer.pad_token_id, eos, bos
 
 
 @dataclass
 class Backbone:
-    """A frozen encoder (`base`), its optional frozen MLM head, and its config."""
+    """A frozen base model (`base`), its optional frozen LM head (masked LM on encoders, causal LM on
+    decoders), and its config."""
 
     base: nn.Module
     mlm_head: nn.Module | None
     config: PretrainedConfig
 
+    @property
+    def lm_head(self) -> nn.Module | None:
+        return self.mlm_head
+
 
 def _split_mlm(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     base = getattr(model, model.base_model_prefix)
-    for head_name in ("lm_head", "cls"):  # RoBERTa family / BERT family
+    for head_name in ("lm_head", "cls"):  # RoBERTa family and decoders / BERT family
         if hasattr(model, head_name):
             return base, getattr(model, head_name)
-    raise UserError(f"{type(model).__name__} has no masked-LM head this project knows (lm_head or cls)")
+    raise UserError(f"{type(model).__name__} has no LM head this project knows (lm_head or cls)")
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_backbone(cfg: ModelConfig, config: PretrainedConfig, with_mlm_head: bool = False) -> Backbone:
-    """Weights (pretrained or random), frozen. `with_mlm_head` also returns the frozen MLM head."""
-    loader = AutoModelForMaskedLM if with_mlm_head else AutoModel
+    """Weights (pretrained or random) in `model.dtype`, frozen. `with_mlm_head` also returns the frozen LM
+    head: the masked-LM head of an encoder, the causal-LM head of a decoder."""
+    decoder = is_decoder(config)
+    loader = (AutoModelForCausalLM if decoder else AutoModelForMaskedLM) if with_mlm_head else AutoModel
+    dtype = DTYPES[cfg.dtype]
     if cfg.pretrained:
         path = resolve_path(cfg.name_or_path)
         try:
             model = _from_pretrained(
-                loader, cfg, path, "model", config=config, attn_implementation=cfg.attn_implementation
+                loader, cfg, path, "model", config=config, attn_implementation=cfg.attn_implementation, dtype=dtype
             )
         except ValueError as e:
             if with_mlm_head:
@@ -122,13 +192,13 @@ def load_backbone(cfg: ModelConfig, config: PretrainedConfig, with_mlm_head: boo
                     "Use head=cls."
                 ) from e
             raise
-        if with_mlm_head and _missing_mlm_weights(model, path):
+        if with_mlm_head and not decoder and _missing_mlm_weights(model, path):
             raise UserError(
                 f"head=mlm needs pretrained masked-LM head weights; {cfg.name!r} ({path}) ships none "
                 "(a sentence-embedding model?). Use head=cls."
             )
     else:
-        model = loader.from_config(config, attn_implementation=cfg.attn_implementation)
+        model = loader.from_config(config, attn_implementation=cfg.attn_implementation, dtype=dtype)
     if with_mlm_head:
         base, mlm_head = _split_mlm(model)
     else:

@@ -29,7 +29,10 @@ class ModelConfig:
     default_layer: int = 0
     arch: dict[str, Any] | None = None  # config kwargs (with model_type) used when pretrained=false
     backbone_mode: str = "eval"  # fixed mode of the frozen backbone: eval (no dropout) or train
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "sdpa"  # sdpa | eager
+    dtype: str = "float32"  # of the frozen backbone weights: float32 | bfloat16 | float16 (trained parts stay float32)
+    padding_side: str | None = None  # right | left; null: right (heads find the last real token either way)
+    prompt_positions: str = "before"  # rotary decoders: prompt position ids -t..-1 (before) or 0 (zero)
     revision: str | None = None
     trust_remote_code: bool = False
 
@@ -55,7 +58,10 @@ class TaskConfig:
 
 @dataclass
 class HeadConfig:
-    type: str = "cls"  # cls: trained head on the first input token; mlm: frozen MLM head + verbalizer
+    # cls: trained head on the first input token (encoders) or the last real token (decoders);
+    # mlm: an encoder's frozen MLM head at the <mask> token + label words;
+    # lm: a decoder's frozen LM head at the next-token position + label words (LPT's generative verbalizer)
+    type: str = "cls"
     dropout: float = 0.1
     dense: bool = False  # cls: add HF's dense+tanh layer before the output projection
 
@@ -81,7 +87,10 @@ class DataConfig:
 
 SCHEDULERS = ("linear", "cosine", "constant")
 BACKBONE_MODES = ("eval", "train")
-HEAD_TYPES = ("cls", "mlm")
+HEAD_TYPES = ("cls", "mlm", "lm")
+DTYPES = ("float32", "bfloat16", "float16")
+PADDING_SIDES = ("right", "left")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 def typed(node: Any, schema: type, where: str):
@@ -120,6 +129,8 @@ class RunConfig:
     init_from: str | None = None  # few-shot transfer: start from this adapter (a run's adapter/ folder)
     cache_lower: bool = False
     cache_lower_memory_gb: float = 4.0
+    cache_lower_dtype: str = "auto"  # auto (the backbone's compute dtype: exact) | float32 | bfloat16 | float16
+    cache_lower_device: str = "auto"  # auto | cpu | gpu (memory cache held on the GPU when it fits)
 
 
 def check_layer(layer: int, num_layers: int, model_name: str) -> None:
@@ -128,6 +139,24 @@ def check_layer(layer: int, num_layers: int, model_name: str) -> None:
             f"layer={layer} is out of range for model {model_name!r} with {num_layers} layers; "
             f"valid: 0..{num_layers - 1} (0 = prepend to the embedding output)"
         )
+
+
+def check_backbone_fits(run: RunConfig, config) -> None:
+    """Checks that need the backbone's config (not its weights): layer range, input length, head family."""
+    from .backbone import is_decoder, max_positions
+
+    check_layer(run.layer, config.num_hidden_layers, run.model.name)
+    limit = max_positions(config)
+    if limit and run.task.max_length > limit:
+        raise UserError(f"task.max_length={run.task.max_length} is beyond the {limit} positions of model "
+                        f"{run.model.name!r}; valid: 8..{limit}")
+    decoder = is_decoder(config)
+    if decoder and run.head.type == "mlm":
+        raise UserError(f"head=mlm needs a masked-LM encoder; model {run.model.name!r} is a decoder "
+                        "(valid heads here: cls, lm)")
+    if not decoder and run.head.type == "lm":
+        raise UserError(f"head=lm reads a decoder's next-token logits; model {run.model.name!r} is an encoder "
+                        "(valid heads here: cls, mlm)")
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -146,6 +175,13 @@ def validate(cfg: DictConfig) -> RunConfig:
     check_choice("optimizer.scheduler", optimizer.scheduler, SCHEDULERS)
     check_choice("model.backbone_mode", model.backbone_mode, BACKBONE_MODES)
     check_choice("head.type", head.type, HEAD_TYPES)
+    check_choice("model.dtype", model.dtype, DTYPES)
+    check_choice("model.attn_implementation", model.attn_implementation, ATTN_IMPLEMENTATIONS)
+    if model.padding_side is not None:
+        check_choice("model.padding_side", model.padding_side, PADDING_SIDES)
+    from .injection import PROMPT_POSITIONS
+
+    check_choice("model.prompt_positions", model.prompt_positions, PROMPT_POSITIONS)
     if not 0.0 <= optimizer.warmup_ratio < 1.0:
         raise UserError(f"optimizer.warmup_ratio={optimizer.warmup_ratio} must be in [0, 1)")
     if optimizer.lr <= 0:
@@ -170,7 +206,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     data_dir = cfg.get("data_dir")
     spec = tasks.get_spec(task)
     check_choice(f"task.metric for task {spec.name!r}:", spec.metric, spec.metric_names)
-    if head.type == "mlm":
+    if head.type in ("mlm", "lm"):
         tasks.mlm_verbalizer(spec, task)  # raises if the task has no template / label words
     eval_tasks = check_eval_tasks(cfg.get("eval_tasks"), spec, task, data_dir)
     tasks.check_files(spec, task, data_dir)
@@ -197,6 +233,11 @@ def validate(cfg: DictConfig) -> RunConfig:
     if cache_lower and METHODS[method.name][1].grad_below:
         raise UserError(f"cache_lower=true needs a method that trains nothing below its layer; method={method.name} "
                         "does (valid: idspam, idspam_meanpool, lpt, prompt_tuning, ptuning, smop)")
+    cache_dtype, cache_device = cfg.get("cache_lower_dtype", "auto"), cfg.get("cache_lower_device", "auto")
+    if cache_dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise UserError(f"cache_lower_dtype={cache_dtype!r}; valid: auto, float32, bfloat16, float16")
+    if cache_device not in ("auto", "cpu", "gpu"):
+        raise UserError(f"cache_lower_device={cache_device!r}; valid: auto, cpu, gpu")
 
     output_dir = cfg.get("paths", {}).get("output_dir") or "."
     return RunConfig(
@@ -216,6 +257,8 @@ def validate(cfg: DictConfig) -> RunConfig:
         init_from=str(Path(init_from).expanduser()) if init_from else None,
         cache_lower=bool(cache_lower),
         cache_lower_memory_gb=float(cfg.get("cache_lower_memory_gb", 4.0)),
+        cache_lower_dtype=cache_dtype,
+        cache_lower_device=cache_device,
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from .config import RunConfig, TaskConfig
 from .errors import UserError
@@ -25,20 +25,36 @@ from .tasks import TaskSpec, get_spec, load_split, mlm_verbalizer, source_finger
 log = logging.getLogger(__name__)
 
 
-class Tokenize:
-    """Text tuples -> input ids. `template` (head=mlm) places the texts around one `<mask>` token."""
+def decoder_template(template: str) -> str:
+    """A verbalizer template for a decoder, which reads the label word as the next token: the text after
+    {mask} moves before it, e.g. "{s1} ? {mask} , {s2}" -> "{s1} ? {s2} {mask}"."""
+    before, after = template.split("{mask}", 1)
+    after = after.strip().strip(".").strip().lstrip(",").strip()
+    return f"{before.rstrip()} {after} {{mask}}" if after else f"{before.rstrip()} {{mask}}"
 
-    def __init__(self, tokenizer, max_length: int, template: str | None = None, token_types: bool = True):
+
+class Tokenize:
+    """Text tuples -> input ids. `template` (head=mlm) places the texts around one `<mask>` token; on a
+    decoder (head=lm) the template ends where the label word would come (`decoder_template`)."""
+
+    def __init__(self, tokenizer, max_length: int, template: str | None = None, token_types: bool = True,
+                 decoder: bool = False):
         """`token_types`: keep the tokenizer's segment ids (only for backbones with more than one type)."""
         self.tok, self.max_length, self.template, self.token_types = tokenizer, max_length, template, token_types
-        if template is not None:
+        self.decoder = decoder
+        if template is not None and decoder:
+            self.template = decoder_template(template)
+            self.prefix, self.suffix = self._special_tokens()
+            self.suffix = []  # the next token is the label word
+        elif template is not None:
             if tokenizer.mask_token_id is None:
                 raise UserError(f"head=mlm needs a tokenizer with a mask token; {tokenizer.name_or_path} has none")
             self.prefix, self.suffix = self._special_tokens()
 
     def key(self) -> dict:
         return {"tokenizer": self.tok.name_or_path, "class": type(self.tok).__name__, "vocab": len(self.tok),
-                "max_length": self.max_length, "template": self.template, "token_types": self.token_types}
+                "max_length": self.max_length, "template": self.template, "token_types": self.token_types,
+                "decoder": self.decoder}
 
     def __call__(self, texts: list[tuple[str, ...]]) -> dict[str, list]:
         if self.template is None:
@@ -55,7 +71,7 @@ class Tokenize:
         slots: list[int] = []  # which pieces hold the input texts (the only ones truncated)
         for k, piece in enumerate(pieces):
             if piece == "{mask}":
-                ids.append([self.tok.mask_token_id])
+                ids.append([] if self.decoder else [self.tok.mask_token_id])
                 continue
             slot = {"{s1}": 0, "{s2}": 1}.get(piece)
             text = (texts[slot] if slot is not None else piece).strip()
@@ -121,20 +137,22 @@ def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokeni
 
 
 class Collate:
-    """Pad a list of examples to the batch's longest sequence."""
+    """Pad a list of examples to the batch's longest sequence, on the right or on the left."""
 
-    def __init__(self, pad_token_id: int, regression: bool):
-        self.pad, self.regression = pad_token_id, regression
+    def __init__(self, pad_token_id: int, regression: bool, side: str = "right"):
+        self.pad, self.regression, self.side = pad_token_id, regression, side
+
+    def _pad(self, row: list, fill, longest: int) -> list:
+        padding = [fill] * (longest - len(row))
+        return padding + row if self.side == "left" else row + padding
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         longest = max(len(e["input_ids"]) for e in examples)
         batch = {}
         for name, fill in (("input_ids", self.pad), ("token_type_ids", 0)):
             if name in examples[0]:
-                batch[name] = torch.tensor([e[name] + [fill] * (longest - len(e[name])) for e in examples])
-        batch["attention_mask"] = torch.tensor(
-            [[1] * len(e["input_ids"]) + [0] * (longest - len(e["input_ids"])) for e in examples]
-        )
+                batch[name] = torch.tensor([self._pad(e[name], fill, longest) for e in examples])
+        batch["attention_mask"] = torch.tensor([self._pad([1] * len(e["input_ids"]), 0, longest) for e in examples])
         dtype = torch.float if self.regression else torch.long
         batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=dtype)
         for name in ("group", "index"):  # COPA/MultiRC questions; training rows (for cache_lower)
@@ -173,6 +191,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 50):
         self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
         self.epoch = 0
+        self.skip = 0  # batches a mid-epoch resume has already trained on (see TaskDataModule.load_state_dict)
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
         self.epoch = epoch
@@ -185,25 +204,72 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         for start in range(0, len(order), span):
             chunk = sorted(order[start:start + span], key=lambda i: self.lengths[i], reverse=True)
             batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
-        for b in torch.randperm(len(batches), generator=g).tolist():
+        skip, self.skip = self.skip, 0
+        for b in torch.randperm(len(batches), generator=g).tolist()[skip:]:
             yield batches[b]
+
+    def resume(self, state: dict) -> None:
+        self.skip = state["batches_done"]
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
 
+class ResumableRandomSampler(RandomSampler):
+    """`shuffle=True`'s sampler, with the same order (one seed drawn from torch's global generator when
+    an epoch starts), that remembers the epoch's seed so a mid-epoch checkpoint can continue the epoch:
+    the same order, less the batches already trained on."""
+
+    def __init__(self, data_source, batch_size: int):
+        super().__init__(data_source)
+        self.batch_size, self.epoch_seed, self._resume = batch_size, None, None
+
+    def __iter__(self):
+        if self._resume is not None:  # no draw: the global generator is where the checkpoint left it
+            self.epoch_seed, skip = self._resume["epoch_seed"], self._resume["batches_done"] * self.batch_size
+            self._resume = None
+        else:
+            self.epoch_seed, skip = int(torch.empty((), dtype=torch.int64).random_().item()), 0
+        generator = torch.Generator()
+        generator.manual_seed(self.epoch_seed)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()[skip:]
+
+    def resume(self, state: dict) -> None:
+        self._resume = state
+
+
 class TaskDataModule(L.LightningDataModule):
-    def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer, token_types: bool = True):
+    def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer, token_types: bool = True, decoder: bool = False):
         super().__init__()
         self.run, self.spec, self.tokenizer, self.token_types = run, spec, tokenizer, token_types
+        self.decoder = decoder
         self.tokenize = self._tokenizer_for(run, spec)
-        self.collate = Collate(tokenizer.pad_token_id or 0, spec.is_regression)
+        self.collate = Collate(tokenizer.pad_token_id or 0, spec.is_regression, getattr(tokenizer, "padding_side", "right"))
         self.evals = eval_sets(run, spec)
         self.splits: dict[str, datasets.Dataset] = {}
+        self.train_sampler = None
+        self._resume: dict | None = None  # a mid-epoch checkpoint's position, for the training sampler
+
+    # mid-epoch checkpoints (preemption, checkpoint_every_n_steps) hold where the epoch's order stands
+    def state_dict(self) -> dict:
+        trainer, sampler = self.trainer, self.train_sampler
+        if trainer is None or sampler is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if not 0 < done < trainer.num_training_batches:
+            return {}  # at an epoch end: the next epoch draws its order as usual
+        return {"batches_done": done, "epoch_seed": getattr(sampler, "epoch_seed", None)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("batches_done"):
+            if self.train_sampler is not None:
+                self.train_sampler.resume(dict(state))
+            else:
+                self._resume = dict(state)
 
     def _tokenizer_for(self, run: RunConfig, spec: TaskSpec) -> Tokenize:
-        template = mlm_verbalizer(spec, run.task)[0] if run.head.type == "mlm" else None  # each task its own
-        return Tokenize(self.tokenizer, run.task.max_length, template, self.token_types)
+        template = mlm_verbalizer(spec, run.task)[0] if run.head.type in ("mlm", "lm") else None  # each task its own
+        return Tokenize(self.tokenizer, run.task.max_length, template, self.token_types, self.decoder)
 
     def setup(self, stage: str | None = None) -> None:
         if "train" not in self.splits:
@@ -218,12 +284,24 @@ class TaskDataModule(L.LightningDataModule):
         if train and self.run.data.group_by_length:
             lengths = [len(ids) for ids in self.splits[split]["input_ids"]]
             sampler = LengthGroupedBatchSampler(lengths, size, self.run.seed)
+            self._track(sampler)
             return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=self.collate,
                               num_workers=self.run.data.num_workers)
+        if train:
+            sampler = ResumableRandomSampler(self.splits[split], size)
+            self._track(sampler)
+            return DataLoader(self.splits[split], batch_size=size, sampler=sampler, collate_fn=self.collate,
+                              num_workers=self.run.data.num_workers)
         return DataLoader(
-            self.splits[split], batch_size=size, shuffle=train, collate_fn=self.collate,
+            self.splits[split], batch_size=size, shuffle=False, collate_fn=self.collate,
             num_workers=self.run.data.num_workers,
         )
+
+    def _track(self, sampler) -> None:
+        self.train_sampler = sampler
+        if self._resume is not None:
+            sampler.resume(self._resume)
+            self._resume = None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

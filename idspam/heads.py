@@ -1,8 +1,11 @@
 """Output heads on the final hidden states of the real tokens (prompt positions already removed).
 
-- ClassificationHead (`head=cls`): trained, on the first input token; num_labels=1 is regression (STS-B).
-- MLMVerbalizerHead (`head=mlm`): the backbone's frozen MLM head at the `<mask>` token, read through
-  the label words (LPT's setup); it trains nothing.
+- ClassificationHead (`head=cls`): trained, on the first input token (encoders) or the last real token
+  (decoders: found from the attention mask, so right and left padding and a pad id equal to the eos id
+  are all read correctly); num_labels=1 is regression (STS-B).
+- VerbalizerHead (`head=mlm`, `head=lm`): the backbone's frozen LM head read through one label word per
+  class; it trains nothing. On an encoder (mlm) it reads the `<mask>` token; on a decoder (lm) the
+  last real token, whose next-token logits score the label words (LPT's generative verbalizer).
 """
 
 from __future__ import annotations
@@ -10,29 +13,48 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .injection import gather_positions, last_real_position
+
+READ_AT = ("first", "last", "mask")
+
+
+def read_positions(batch: dict, read_at: str, mask_token_id: int | None = None) -> torch.Tensor:
+    """(B,) the position a head reads in each row."""
+    if read_at == "first":
+        return torch.zeros(batch["input_ids"].shape[0], dtype=torch.long, device=batch["input_ids"].device)
+    if read_at == "last":
+        return last_real_position(batch["attention_mask"])
+    return (batch["input_ids"] == mask_token_id).int().argmax(dim=1)  # tokenisation guarantees one <mask>
+
 
 class ClassificationHead(nn.Module):
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1, dense: bool = False):
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1, dense: bool = False,
+                 read_at: str = "first"):
         super().__init__()
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         if dense:  # HF RobertaClassificationHead style
             layers += [nn.Linear(hidden_size, hidden_size), nn.Tanh(), nn.Dropout(dropout)]
         layers.append(nn.Linear(hidden_size, num_labels))
         self.net = nn.Sequential(*layers)
+        self.read_at = read_at
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.net(hidden[:, 0])
+        at = gather_positions(hidden, read_positions(batch, self.read_at))
+        return self.net(at.to(self.net[-1].weight.dtype))
 
 
-class MLMVerbalizerHead(nn.Module):
-    def __init__(self, mlm_head: nn.Module, label_word_ids: list[int], mask_token_id: int):
+class VerbalizerHead(nn.Module):
+    def __init__(self, lm_head: nn.Module, label_word_ids: list[int], read_at: str = "mask",
+                 mask_token_id: int | None = None, softcap: float | None = None):
         super().__init__()
-        self.mlm_head = mlm_head
+        self.lm_head = lm_head
         self.register_buffer("label_word_ids", torch.tensor(label_word_ids), persistent=False)
-        self.mask_token_id = mask_token_id
+        self.read_at, self.mask_token_id, self.softcap = read_at, mask_token_id, softcap
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        is_mask = batch["input_ids"] == self.mask_token_id
-        position = is_mask.int().argmax(dim=1)  # tokenisation guarantees exactly one <mask>
-        at_mask = hidden[torch.arange(hidden.shape[0], device=hidden.device), position]
-        return self.mlm_head(at_mask)[:, self.label_word_ids]
+        at = gather_positions(hidden, read_positions(batch, self.read_at, self.mask_token_id))
+        logits = self.lm_head(at)[:, self.label_word_ids].float()
+        if self.softcap:  # Gemma2 caps its final logits
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+

@@ -1,14 +1,26 @@
-"""The one prompt-injection mechanism every method shares.
+"""The one prompt-injection mechanism every method and every backbone family shares.
 
-A frozen encoder is run in two parts around layer m:
+A frozen language model is run in two parts around layer m:
 
     lower:  embeddings -> layers[0:m]       under torch.no_grad(): no graph, no kept activations
     prompt: t vectors from a prompt method (it may read the input ids, the word embeddings,
             the embedding output or the hidden states entering layer m)
-    upper:  [prompt ; hidden] -> layers[m:N] with the attention mask grown by t ones
+    upper:  [prompt ; hidden] -> layers[m:N] -> final norm, with the attention mask grown by t
 
-m = 0 prepends the prompt to the embedding output. Position embeddings are added inside the
-embedding layer, before any prompt exists, so the real tokens keep their positions.
+The family's layout (`layouts.py`) says how to embed, which mask a span of layers gets
+(bidirectional, causal, sliding window, one per layer type) and how positions reach the layers;
+this module owns the loop, so no method and no family has a copy of it.
+
+Positions. Real tokens keep positions 0..L-1 whatever t and the padding side are
+(`cumsum(attention_mask) - 1`, what `generate` gives a left-padded batch). Encoders and GPT-2 add
+positions once, in the embedding layer, so a prompt entering at m carries none. Rotary decoders
+apply positions inside every layer, so the prompt gets position ids too: `prompt_positions`
+`before` (the default: -t..-1, just before the first real token, as a real prefix would sit) or
+`zero` (every prompt vector at 0). Either way a prompt whose mask is all zeros leaves every real
+token's output unchanged.
+
+On causal models a prompt prepended at m is seen by every real token; it sees only itself and the
+earlier prompt vectors (the generator already carries the input's content).
 """
 
 from __future__ import annotations
@@ -17,9 +29,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers.masking_utils import create_bidirectional_mask
 
 from .errors import UserError
+from .layouts import LAYOUTS, Layout, layout_for
+
+PROMPT_POSITIONS = ("before", "zero")
 
 
 @dataclass
@@ -28,10 +42,11 @@ class LowerStates:
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    embeddings: torch.Tensor  # embedding output (word + position + type, LayerNorm)
+    embeddings: torch.Tensor  # embedding output (encoders: word + position + type, LayerNorm)
     hidden: torch.Tensor  # hidden states entering layer m (== embeddings when m = 0)
     _word: torch.Tensor | None = field(default=None, repr=False)
-    _encoder: PromptInjectedEncoder | None = field(default=None, repr=False)
+    _encoder: InjectionEngine | None = field(default=None, repr=False)
+    _dtype: torch.dtype | None = field(default=None, repr=False)  # the dtype readers get (None: the backbone's)
 
     @property
     def word_embeddings(self) -> torch.Tensor:
@@ -39,27 +54,57 @@ class LowerStates:
         if self._word is None:
             with torch.no_grad():
                 self._word = self._encoder.word_embeddings(self.input_ids)
+                if self._dtype is not None:
+                    self._word = self._word.to(self._dtype)
         return self._word
 
+    def summary_token(self) -> torch.Tensor:
+        """(B, n): the state entering m at the token that has seen the whole input: the first token on
+        encoders, the last real token on causal decoders (LPT's generator input)."""
+        if self._encoder is None or not self._encoder.causal:
+            return self.hidden[:, 0]
+        return gather_positions(self.hidden, last_real_position(self.attention_mask))
 
-class PromptInjectedEncoder(nn.Module):
-    """Runs a BERT/RoBERTa-style encoder with a prompt inserted before layer m."""
 
-    def __init__(self, base: nn.Module):
+def last_real_position(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the last 1 in each row: right or left padding alike."""
+    L = attention_mask.shape[1]
+    return L - 1 - attention_mask.flip(1).int().argmax(dim=1)
+
+
+def gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions]
+
+
+def real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """0..L-1 over each row's real tokens (left-padded rows start later); pads get 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+class InjectionEngine(nn.Module):
+    """Runs a frozen Hugging Face base model (`*Model`, not `*For...`) with a prompt inserted before layer m."""
+
+    def __init__(self, base: nn.Module, prompt_positions: str = "before"):
         super().__init__()
-        embeddings = getattr(base, "embeddings", None)
-        layers = getattr(getattr(base, "encoder", None), "layer", None)
-        if embeddings is None or not isinstance(layers, nn.ModuleList):
+        layout = layout_for(base)
+        if layout is None:
             raise UserError(
-                f"{type(base).__name__} is not an encoder this project can inject into "
-                "(needs .embeddings and .encoder.layer, as BERT, RoBERTa, XLM-R and similar have)"
-            )
+                f"{type(base).__name__} (model_type {getattr(base.config, 'model_type', '?')!r}) is not a model this "
+                f"project can inject into; supported families: {', '.join(lay.family for lay in LAYOUTS)}")
+        if prompt_positions not in PROMPT_POSITIONS:
+            raise UserError(f"model.prompt_positions={prompt_positions!r}; valid: {', '.join(PROMPT_POSITIONS)}")
         self.base = base
         self.config = base.config
+        self.layout: Layout = layout
+        self.prompt_positions = prompt_positions
+
+    @property
+    def causal(self) -> bool:
+        return self.layout.causal
 
     @property
     def layers(self) -> nn.ModuleList:
-        return self.base.encoder.layer
+        return self.layout.layers(self.base)
 
     @property
     def num_layers(self) -> int:
@@ -69,24 +114,41 @@ class PromptInjectedEncoder(nn.Module):
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
+    @property
+    def embedding_module(self) -> nn.Module:
+        return self.layout.embedding_module(self.base)
+
+    @property
+    def word_embedding_table(self) -> torch.Tensor:
+        return self.layout.word_embedding(self.base).weight
+
     def word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.base.embeddings.word_embeddings(input_ids)
+        return self.layout.word_embedding(self.base)(input_ids)
 
     @torch.no_grad()
     def embedding_output(self, input_ids: torch.Tensor) -> torch.Tensor:
         """What the embedding layer writes for these ids (no dropout): the space a prompt at m = 0 lives in."""
-        embeddings, mode = self.base.embeddings, self.base.embeddings.training
-        embeddings.eval()
+        mode = self.base.training
+        self.base.eval()
         try:
-            return embeddings(input_ids=input_ids)
+            positions = real_positions(torch.ones_like(input_ids))
+            return self.layout.embed(self.base, input_ids, positions)
         finally:
-            embeddings.train(mode)
+            self.base.train(mode)
 
-    def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
-        for layer in self.layers[start:end]:
-            hidden = layer(hidden, mask)
+    def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
+                   start: int, end: int) -> torch.Tensor:
+        """layers[start:end]; the masks and rotary positions are computed once for the span."""
+        if start >= end:
+            return hidden
+        context = self.layout.context(self.base, hidden, attention_mask, positions)
+        for index in range(start, end):
+            hidden = self.layout.call(self.layers[index], index, hidden, context)
         return hidden
+
+    def check_layer(self, layer: int) -> None:
+        if not 0 <= layer < self.num_layers:
+            raise UserError(f"layer={layer} is out of range; valid: 0..{self.num_layers - 1}")
 
     def lower(
         self,
@@ -99,19 +161,23 @@ class PromptInjectedEncoder(nn.Module):
     ) -> LowerStates:
         """Embeddings and layers[0:layer]. Without `grad` (the default) no autograd graph is built.
         `embed_fn(word_embeddings, input_ids)` may rewrite the word embeddings first (DEPT)."""
-        if not 0 <= layer < self.num_layers:
-            raise UserError(f"layer={layer} is out of range; valid: 0..{self.num_layers - 1}")
+        self.check_layer(layer)
         word = None
+        positions = real_positions(attention_mask)
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            inputs_embeds = None
             if embed_fn is not None:
                 with torch.no_grad():
                     word = self.word_embeddings(input_ids)
-                embeddings = self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
-                                                  inputs_embeds=embed_fn(word, input_ids))
-            else:
-                embeddings = self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-            hidden = self.run_layers(embeddings, attention_mask, 0, layer)
+                inputs_embeds = embed_fn(word, input_ids)
+            embeddings = self.layout.embed(self.base, input_ids, positions, token_type_ids, inputs_embeds)
+            hidden = self.run_layers(embeddings, attention_mask, positions, 0, layer)
         return LowerStates(input_ids, attention_mask, embeddings, hidden, _word=word, _encoder=self)
+
+    def prompt_position_ids(self, t: int, like: torch.Tensor) -> torch.Tensor:
+        if self.prompt_positions == "zero":
+            return like.new_zeros(like.shape[0], t)
+        return torch.arange(-t, 0, device=like.device, dtype=like.dtype).expand(like.shape[0], t)
 
     def upper(
         self,
@@ -121,7 +187,8 @@ class PromptInjectedEncoder(nn.Module):
         prompt: torch.Tensor | None = None,
         prompt_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """layers[layer:N] on [prompt ; hidden]; returns the final hidden states of the real tokens only."""
+        """layers[layer:N] on [prompt ; hidden], then the final norm; the real tokens' states only."""
+        positions = real_positions(attention_mask)
         t = 0
         if prompt is not None:
             t = prompt.shape[1]
@@ -129,8 +196,10 @@ class PromptInjectedEncoder(nn.Module):
                 prompt_mask = attention_mask.new_ones(attention_mask.shape[0], t)
             hidden = torch.cat([prompt.to(hidden.dtype), hidden], dim=1)
             attention_mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask], dim=1)
-        hidden = self.run_layers(hidden, attention_mask, layer, self.num_layers)
-        return hidden[:, t:]
+            positions = torch.cat([self.prompt_position_ids(t, positions), positions], dim=1)
+        hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers)[:, t:]
+        norm = self.layout.final_norm(self.base)
+        return norm(hidden) if norm is not None else hidden
 
     def forward(
         self,
@@ -148,3 +217,7 @@ class PromptInjectedEncoder(nn.Module):
         states = self.lower(input_ids, attention_mask, layer, token_type_ids, grad=grad_below, embed_fn=embed_fn)
         prompt = prompt_fn(states) if prompt_fn is not None else None
         return self.upper(states.hidden, attention_mask, layer, prompt)
+
+
+# The name the encoder-only versions used; every family goes through the same engine now.
+PromptInjectedEncoder = InjectionEngine

@@ -9,8 +9,8 @@ from .backbone import Backbone, count_parameters
 from .config import RunConfig
 from .data import label_word_ids
 from .errors import UserError
-from .heads import ClassificationHead, MLMVerbalizerHead
-from .injection import LowerStates, PromptInjectedEncoder
+from .heads import ClassificationHead, VerbalizerHead
+from .injection import InjectionEngine, LowerStates
 from .methods import build_method
 from .tasks import TaskSpec, mlm_verbalizer
 
@@ -18,7 +18,7 @@ from .tasks import TaskSpec, mlm_verbalizer
 class PromptModel(nn.Module):
     """logits = head(encoder(input, prompt = method(lower states), injected before `layer`))."""
 
-    def __init__(self, encoder: PromptInjectedEncoder, method: nn.Module, head: nn.Module, layer: int,
+    def __init__(self, encoder: InjectionEngine, method: nn.Module, head: nn.Module, layer: int,
                  backbone_mode: str = "eval"):
         super().__init__()
         self.encoder, self.method, self.head = encoder, method, head
@@ -51,7 +51,7 @@ class PromptModel(nn.Module):
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Final hidden states of the real tokens, the method's prompt injected before `layer`."""
         states = self.lower_states(batch)
-        return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, self.method(states))
+        return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, self.method(in_float32(states)))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.hidden_states(batch), batch)
@@ -92,14 +92,30 @@ class PromptModel(nn.Module):
         }
 
 
+def in_float32(states: LowerStates) -> LowerStates:
+    """The trained parts stay float32 on a bfloat16/float16 backbone: they read float32 copies of its states."""
+    if states.hidden.dtype == torch.float32:
+        return states
+    word = states._word
+    return LowerStates(states.input_ids, states.attention_mask, states.embeddings.float(), states.hidden.float(),
+                       _word=word.float() if word is not None else None, _encoder=states._encoder,
+                       _dtype=torch.float32)
+
+
 def build_model(run: RunConfig, spec: TaskSpec, backbone: Backbone, tokenizer) -> PromptModel:
-    encoder = PromptInjectedEncoder(backbone.base)
+    encoder = InjectionEngine(backbone.base, run.model.prompt_positions)
     n = encoder.hidden_size
     method = build_method(run.method, n)
     method.attach(encoder)
-    if run.head.type == "mlm":
+    read_at = "last" if encoder.causal else "first"
+    if run.head.type in ("mlm", "lm"):
         words = mlm_verbalizer(spec, run.task)[1]
-        head = MLMVerbalizerHead(backbone.mlm_head, label_word_ids(tokenizer, words), tokenizer.mask_token_id)
+        ids = label_word_ids(tokenizer, words)
+        if encoder.causal:
+            head = VerbalizerHead(backbone.lm_head, ids, "last",
+                                  softcap=getattr(backbone.config, "final_logit_softcapping", None))
+        else:
+            head = VerbalizerHead(backbone.lm_head, ids, "mask", tokenizer.mask_token_id)
     else:
-        head = ClassificationHead(n, spec.num_labels, run.head.dropout, run.head.dense)
+        head = ClassificationHead(n, spec.num_labels, run.head.dropout, run.head.dense, read_at)
     return PromptModel(encoder, method, head, run.layer, run.model.backbone_mode)

@@ -32,8 +32,10 @@ def test_every_choice_composes_and_instantiates(compose_cfg, group, choice, tmp_
     overrides = [f"{group}={choice}"]
     if group != "model":
         overrides.append("model=tiny")
-    elif choice.startswith("roberta"):
+    elif choice.startswith(("roberta", "gpt2")):
         overrides.append("model.pretrained=false")  # built from the shipped architecture: no download
+    elif choice == "hf":
+        overrides += ["model.name_or_path=packaged:all-MiniLM-L6-v2", "model.num_layers=6"]
     if group == "experiment":
         overrides.append(f"data_dir={GLUE_DIR}")
     if group == "task":
@@ -42,8 +44,10 @@ def test_every_choice_composes_and_instantiates(compose_cfg, group, choice, tmp_
         demo = Path(tasks.__file__).parent / "resources"
         overrides += [f"task.train_file={demo / 'demo_sentiment_train.csv'}",
                       f"task.validation_file={demo / 'demo_sentiment_dev.csv'}"]
-    if group == "head" and choice == "mlm":
+    if group == "head" and choice in ("mlm", "lm"):
         overrides.append("task=sst2")
+        if choice == "lm":
+            overrides.append("model=tiny_gpt2")
         overrides.append(f"data_dir={GLUE_DIR}")
     cfg = compose_cfg(*overrides)
     try:
@@ -90,7 +94,7 @@ def test_missing_data_file_names_the_file_and_what_is_there(compose_cfg, tmp_pat
 
 
 def test_unknown_group_choice_names_the_valid_ones():
-    with pytest.raises(UserError, match="unknown model 'bert'; valid: minilm, roberta_base, roberta_large, tiny"):
+    with pytest.raises(UserError, match="unknown model 'bert'; valid: gpt2, gpt2_large, gpt2_medium, gpt2_xl, hf, llama_small, minilm, roberta_base"):
         check_group_choices(["model=bert"])
     with pytest.raises(UserError, match="unknown task 'foo'; valid: boolq, cb, cola, copa, csv, demo, imdb"):
         check_group_choices(["-m", "task=rte,foo"])

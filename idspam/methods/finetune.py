@@ -1,5 +1,6 @@
 """Full fine-tuning: every backbone weight the forward pass uses is trained (embeddings and all
-layers; an unused pooler stays frozen). No prompt; the backbone follows train/eval mode, so its
+layers, and a decoder's final norm; an unused pooler stays frozen). On a bfloat16/float16 backbone
+(`model.dtype`) the weights train in that dtype: use float32 for fine-tuning comparisons. No prompt; the backbone follows train/eval mode, so its
 dropout is on in training as in standard fine-tuning. Defaults to lr 1e-5 (the paper's grid)."""
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class Finetune(PromptMethod):
         self.cfg = cfg
 
     def backbone_modules(self, encoder: PromptInjectedEncoder) -> list[nn.Module]:
-        return [encoder.base.embeddings, encoder.layers]
+        norm = encoder.layout.final_norm(encoder.base)  # decoders' final norm is used by every forward
+        return [encoder.embedding_module, encoder.layers, *([norm] if norm is not None else [])]
 
     def attach(self, encoder: PromptInjectedEncoder) -> None:
         for module in self.backbone_modules(encoder):

@@ -27,22 +27,25 @@ class LoRAConfig(MethodConfig):
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    # null: the family's attention projections (encoders: query, value; GPT-2: c_attn, its fused q/k/v;
+    # Llama-style decoders: q_proj, v_proj)
+    target_modules: list[str] | None = None
     bias: str = "none"  # none | all | lora_only (PEFT's option)
 
     def check(self) -> None:
         super().check()
         at_least("method.r", self.r)
         probability("method.dropout", self.dropout)
-        if not self.target_modules:
+        if self.target_modules is not None and not self.target_modules:
             raise UserError("method.target_modules is empty; name the backbone modules to adapt, e.g. [query,value]")
         check_choice("method.bias", self.bias, ("none", "all", "lora_only"))
 
-    def peft_config(self):
+    def peft_config(self, default_targets: tuple[str, ...] = ("query", "value")):
         from peft import LoraConfig
 
+        targets = list(self.target_modules) if self.target_modules else list(default_targets)
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=list(self.target_modules), bias=self.bias)
+                          target_modules=targets, bias=self.bias)
 
 
 class LoRA(PromptMethod):
@@ -66,11 +69,11 @@ class LoRA(PromptMethod):
         try:
             with warnings.catch_warnings():  # a transformers deprecation that PEFT triggers; not ours to fix
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                self._peft = (get_peft_model(encoder.base, self.cfg.peft_config()),)  # injects into encoder.base
+                self._peft = (get_peft_model(encoder.base, self.cfg.peft_config(encoder.layout.lora_targets)),)  # injects into encoder.base
         except ValueError as e:
             names = sorted({name.rsplit(".", 1)[-1] for name, m in encoder.base.named_modules()
                             if isinstance(m, nn.Linear)})
-            raise UserError(f"method.target_modules={list(self.cfg.target_modules)} do not match the backbone's "
+            raise UserError(f"method.target_modules={list(self.cfg.target_modules or encoder.layout.lora_targets)} do not match the backbone's "
                             f"layers; linear modules there: {', '.join(names)}") from e
 
     def backbone_modules(self, encoder: PromptInjectedEncoder) -> list[nn.Module]:

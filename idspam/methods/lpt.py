@@ -1,6 +1,7 @@
 """Late Prompt Tuning (Liu et al. 2022), as in its official code ("naive" prompt generator).
 
-h = hidden state of the first token entering layer m (after layer m-1), then
+h = hidden state entering layer m (after layer m-1) of the first token on encoders, of the last real
+token on decoders (the one that has read the input, as in the LPT authors' GPT-2 code), then
 Linear(n, r) -> ReLU -> Linear(r, t*n) -> view (t, n) -> dropout, prepended before layer m.
 `static: true` is LPT's static late prompt: t trained vectors at layer m.
 The ID-SPAM paper's LPT counts (11 * 256 * n) are this generator with r = 256, t = 10 and no
@@ -52,5 +53,5 @@ class LatePrompt(PromptMethod):
     def forward(self, states: LowerStates) -> torch.Tensor:
         if self.cfg.static:
             return self.dropout(batch_prompt(self.prompt, states))
-        first = states.hidden[:, 0]
-        return self.dropout(self.up(F.relu(self.down(first))).view(-1, *self.shape))
+        summary = states.summary_token()  # first token on encoders, last real token on decoders
+        return self.dropout(self.up(F.relu(self.down(summary))).view(-1, *self.shape))

@@ -38,7 +38,7 @@ class PromptTuningConfig(MethodConfig):
 def vocab_init(encoder: PromptInjectedEncoder, t: int, ids: list[int] | None = None) -> torch.Tensor:
     """(t, n): the embedding output of t vocabulary tokens (`ids`, repeated as needed, or drawn at
     random), so that the prompt starts where real tokens live at the injection point (m = 0)."""
-    table = encoder.base.embeddings.word_embeddings.weight
+    table = encoder.word_embedding_table
     if ids:
         picked = torch.tensor((list(ids) * t)[:t], device=table.device)
     else:

@@ -1,0 +1,130 @@
+"""The injection engine on decoders is exact: without a prompt its final hidden states are the Hugging Face
+model's own (right and left padding, eager and sdpa attention, sliding windows); a prompt whose mask is
+all zeros leaves every real token unchanged; nothing below m builds a graph."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from idspam.errors import UserError
+from idspam.injection import InjectionEngine, real_positions
+
+COMMON = dict(vocab_size=211, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=48,
+              max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+DECODERS = {
+    "gpt2": dict(model_type="gpt2", vocab_size=211, n_embd=32, n_layer=4, n_head=4, n_positions=128,
+                 pad_token_id=0, bos_token_id=1, eos_token_id=2),
+    "llama": dict(model_type="llama", num_key_value_heads=2, **COMMON),
+    # a window shorter than the inputs, on every second layer: the per-layer-type masks matter
+    "qwen2": dict(model_type="qwen2", num_key_value_heads=2, use_sliding_window=True, sliding_window=4,
+                  max_window_layers=2, layer_types=["full_attention", "sliding_attention"] * 2, **COMMON),
+    "qwen3": dict(model_type="qwen3", num_key_value_heads=2, head_dim=8, **COMMON),
+    "mistral": dict(model_type="mistral", num_key_value_heads=2, sliding_window=5, **COMMON),
+    "gemma": dict(model_type="gemma", num_key_value_heads=1, head_dim=8, **COMMON),
+    "gemma2": dict(model_type="gemma2", num_key_value_heads=2, head_dim=8, sliding_window=4,
+                   query_pre_attn_scalar=8, **COMMON),
+}
+
+
+def tiny(model_type: str, attn: str = "sdpa", lm: bool = False):
+    arch = dict(DECODERS[model_type])
+    config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    torch.manual_seed(0)
+    loader = AutoModelForCausalLM if lm else AutoModel
+    return loader.from_config(config, attn_implementation=attn).eval()
+
+
+def batch(side: str, lengths=(9, 5, 12)):
+    torch.manual_seed(1)
+    L = max(lengths)
+    ids = torch.randint(3, 211, (len(lengths), L))
+    mask = torch.zeros(len(lengths), L, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        if side == "right":
+            mask[row, :n] = 1
+        else:
+            mask[row, L - n:] = 1
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+CASES = [pytest.param(mt, side, attn, id=f"{mt}-{side}-{attn}")
+         for mt in DECODERS for side in ("right", "left") for attn in ("eager", "sdpa")
+         if not (mt == "gemma2" and attn == "sdpa")]  # Gemma2 softcaps attention: eager only in transformers
+
+
+@pytest.mark.parametrize("model_type,side,attn", CASES)
+def test_engine_equals_hugging_face(model_type, side, attn):
+    base = tiny(model_type, attn)
+    ids, mask = batch(side)
+    with torch.no_grad():  # the reference as `generate` calls it: positions from the mask
+        ref = base(input_ids=ids, attention_mask=mask, position_ids=real_positions(mask)).last_hidden_state
+    engine = InjectionEngine(base)
+    real = mask.bool()
+    for m in (0, 2, 3):
+        with torch.no_grad():
+            states = engine.lower(ids, mask, m)
+            plain = engine.upper(states.hidden, mask, m)
+            prompt = torch.randn(3, 4, engine.hidden_size) * 2
+            masked = engine.upper(states.hidden, mask, m, prompt, prompt_mask=torch.zeros(3, 4))
+            live = engine.upper(states.hidden, mask, m, prompt)
+        torch.testing.assert_close(plain[real], ref[real], atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(masked[real], ref[real], atol=2e-5, rtol=1e-4)
+        assert (live[real] - ref[real]).abs().max() > 1e-3, "an attended prompt must change the output"
+
+
+@pytest.mark.parametrize("positions", ["before", "zero"])
+def test_prompt_positions_option_keeps_real_tokens_exact(positions):
+    base = tiny("llama")
+    ids, mask = batch("left")
+    engine = InjectionEngine(base, prompt_positions=positions)
+    with torch.no_grad():
+        ref = base(input_ids=ids, attention_mask=mask, position_ids=real_positions(mask)).last_hidden_state
+        states = engine.lower(ids, mask, 2)
+        masked = engine.upper(states.hidden, mask, 2, torch.randn(3, 4, 32), prompt_mask=torch.zeros(3, 4))
+    torch.testing.assert_close(masked[mask.bool()], ref[mask.bool()], atol=2e-5, rtol=1e-4)
+    assert engine.prompt_position_ids(4, mask).tolist()[0] == ([-4, -3, -2, -1] if positions == "before" else [0] * 4)
+
+
+def test_prompt_is_seen_by_real_tokens_and_sees_no_input_under_a_causal_mask():
+    base = tiny("llama")
+    ids, mask = batch("right")
+    engine = InjectionEngine(base)
+    states = engine.lower(ids, mask, 1)
+    prompt = torch.randn(3, 4, 32, requires_grad=True)
+    out = engine.upper(states.hidden, mask, 1, prompt)
+    out[0, 0].sum().backward()  # the first real token reads the prompt
+    assert prompt.grad[0].abs().sum() > 0 and prompt.grad[1:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_no_graph_below_m(model_type):
+    base = tiny(model_type)
+    ids, mask = batch("left")
+    engine = InjectionEngine(base)
+    states = engine.lower(ids, mask, 2)
+    assert not states.hidden.requires_grad and states.hidden.grad_fn is None
+
+
+def test_unsupported_architecture_is_one_line():
+    config = AutoConfig.for_model("gpt_neo", vocab_size=50, hidden_size=16, num_layers=2, num_heads=2,
+                                  attention_types=[[["global"], 2]])
+    with pytest.raises(UserError, match=r"GPTNeoModel \(model_type 'gpt_neo'\) is not a model this project can "
+                                        r"inject into; supported families: .*GPT-2.*Llama"):
+        InjectionEngine(AutoModel.from_config(config))
+
+
+def test_summary_token_is_last_real_token_on_decoders():
+    base = tiny("gpt2")
+    engine = InjectionEngine(base)
+    for side in ("right", "left"):
+        ids, mask = batch(side)
+        with torch.no_grad():
+            states = engine.lower(ids, mask, 2)
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+        expected = states.hidden[torch.arange(3), last]
+        torch.testing.assert_close(states.summary_token(), expected)
+        if side == "right":
+            assert last.tolist() == [8, 4, 11]
+        else:
+            assert last.tolist() == [11, 11, 11]
