@@ -110,13 +110,13 @@ def test_adapter_predictions_match_the_evaluation_in_training(compose_cfg, tmp_p
 
     results = train(compose_cfg("trainer.max_epochs=2", "logger=none"))
     adapter = tmp_path / "adapter"
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["method"]["name"] == "idspam" and config["layer"] == 3
+    config = json.loads((adapter / "idspam_adapter.json").read_text())
+    assert config["method"]["name"] == "idspam" and config["layer"] == 3 and config["peft_type"] == "IDSPAM"
     assert config["task"]["label_names"] == ["negative", "positive"] and config["model"]["hidden_size"] == 384
 
     dev = resources.files("idspam") / "resources" / "demo_sentiment_dev.csv"
     out = tmp_path / "predictions.jsonl"
-    predict_main([f"adapter={adapter}", f"input={dev}", f"output={out}"])
+    predict_main([str(adapter), "--input", str(dev), "--output", str(out)])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == results["data"]["validation"]
     accuracy = sum(r["prediction"] == r["label"] for r in rows) / len(rows)
@@ -130,14 +130,14 @@ def test_adapter_on_a_backbone_of_other_shapes_is_refused(compose_cfg, tmp_path,
     from idspam.run import train
 
     train(compose_cfg(*FAST, "trainer.max_epochs=1"))
-    config_file = tmp_path / "adapter" / "adapter_config.json"
+    config_file = tmp_path / "adapter" / "idspam_adapter.json"
     config = json.loads(config_file.read_text())
     config["model"].update(name="minilm", name_or_path="packaged:all-MiniLM-L6-v2", pretrained=True, arch=None,
                            tokenizer=None)  # trained on tiny (hidden 32), pointed at MiniLM (hidden 384)
     config_file.write_text(json.dumps(config))
     (tmp_path / "in.csv").write_text("sentence\ngood\n")
     with pytest.raises(SystemExit) as e:
-        predict_main([f"adapter={tmp_path / 'adapter'}", f"input={tmp_path / 'in.csv'}"])
+        predict_main([str(tmp_path / "adapter"), "--input", str(tmp_path / "in.csv")])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "was trained on 'packaged:all-MiniLM-L6-v2' (model_type roberta, hidden_size 32, num_layers 4)" in err
@@ -145,9 +145,9 @@ def test_adapter_on_a_backbone_of_other_shapes_is_refused(compose_cfg, tmp_path,
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "adapter= is required"),
-    (["adapter=/nowhere", "input=x"], "expected adapter_config.json and adapter.safetensors there"),
-    (["adaptor=x"], "unknown argument 'adaptor=x'; valid: adapter=, input=, output=, batch_size="),
+    ([], "idspam-predict: error: the following arguments are required: adapter"),
+    (["/nowhere", "--input", "x"], "adapter '/nowhere' does not exist"),
+    (["x", "--adaptor", "y"], "idspam-predict: error: unrecognized arguments: --adaptor y"),
 ])
 def test_predict_arguments_are_checked(args, message, capsys):
     from idspam.predict import main as predict_main
@@ -164,7 +164,7 @@ def test_predict_input_without_the_text_column(compose_cfg, tmp_path, capsys):
     train(compose_cfg(*FAST, "trainer.max_epochs=1"))
     (tmp_path / "in.tsv").write_text("text\tlabel\ngood\tpositive\n")
     with pytest.raises(SystemExit):
-        predict_main([f"adapter={tmp_path / 'adapter'}", f"input={tmp_path / 'in.tsv'}"])
+        predict_main([str(tmp_path / "adapter"), "--input", str(tmp_path / "in.tsv")])
     assert "in.tsv: missing column(s) ['sentence']; the header has ['text', 'label']" in capsys.readouterr().err
 
 

@@ -1,0 +1,161 @@
+"""idspam's Python API: wrap a Hugging Face model with a prompt method at layer m, and load a trained adapter.
+
+    import idspam
+    model = idspam.wrap(hf_model, "idspam", layer=3, prompt_length=10)   # a peft.PeftModel
+    predictor = idspam.load_adapter("outputs/runs/.../adapter")        # any adapter idspam wrote
+    predictor.predict(["a warm, funny film", "dull"])                 # [{"prediction": ..., "probabilities": ...}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+
+def wrap(model, method="idspam", *, layer: int | None = None, adapter_name: str = "default", **options):
+    """`peft.get_peft_model(model, <the method's PEFT config>)`: `model` (a Hugging Face encoder or decoder,
+    e.g. `AutoModelForSequenceClassification.from_pretrained(...)`) with `method` injected before `layer`.
+
+    `method` is a name (idspam, idspam_meanpool, lpt, prompt_tuning, ptuning) with its options as keywords
+    (those of `idspam.IDSPAMConfig` and the others), or a ready PEFT config (then no options). The result is a
+    `peft.PeftModel`: `print_trainable_parameters()`, the HF `Trainer`, `save_pretrained`, `set_adapter`...
+    """
+    from peft import get_peft_model
+
+    from .peft_tuner import CONFIGS, PromptInjectionConfig
+
+    if isinstance(method, PromptInjectionConfig):
+        if options or layer is not None:
+            raise UserError("wrap(model, <config>) takes no options: set them in the config")
+        config = method
+    elif method in CONFIGS:
+        config = CONFIGS[method](layer=layer, **options)
+    else:
+        raise UserError(f"unknown method {method!r}; methods with a PEFT form: {', '.join(CONFIGS)}")
+    return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+class Predictor:
+    """A trained adapter on its backbone, in eval mode, with the task's tokenisation: `predict(texts)`.
+
+    `texts`: one string per example, or a tuple of strings for pair tasks (in the task's column order).
+    `model` is the underlying nn.Module; `label_names` the task's classes (None: regression)."""
+
+    def __init__(self, model, tokenize, collate, label_names, regression: bool, config: dict, forward=None):
+        self.model, self.tokenize, self.collate = model, tokenize, collate
+        self.label_names, self.regression, self.config = label_names, regression, config
+        self._forward = forward or model
+
+    def batches(self, texts: Sequence, batch_size: int = 64):
+        rows = [t if isinstance(t, tuple | list) else (t,) for t in texts]
+        encoded = self.tokenize([tuple(r) for r in rows])
+        examples = [{**{k: v[i] for k, v in encoded.items()}, "labels": 0} for i in range(len(rows))]
+        for start in range(0, len(examples), batch_size):
+            yield self.collate(examples[start:start + batch_size])
+
+    @torch.inference_mode()
+    def logits(self, texts: Sequence, batch_size: int = 64) -> torch.Tensor:
+        """(N, classes) logits (N, 1 for regression), float32, on the CPU."""
+        device = next(self.model.parameters()).device
+        out = []
+        for batch in self.batches(texts, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+            out.append(self._forward(batch).float().cpu())
+        return torch.cat(out) if out else torch.empty(0)
+
+    def predict(self, texts: Sequence, batch_size: int = 64) -> list[dict]:
+        """One dict per text: `prediction` (the label name; the value for regression) and `probabilities`."""
+        logits = self.logits(texts, batch_size)
+        if self.regression:
+            return [{"prediction": float(v)} for v in logits.squeeze(-1)]
+        return [{"prediction": self.label_names[int(row.argmax())],
+                 "probabilities": dict(zip(self.label_names, map(float, row), strict=True))}
+                for row in logits.softmax(-1)]
+
+
+def run_config(config: dict):
+    """The RunConfig an adapter's idspam config describes (what the run trained)."""
+    from .config import DataConfig, HeadConfig, ModelConfig, OptimizerConfig, RunConfig, TaskConfig, typed
+    from .methods import method_config
+
+    shape_keys = ("hidden_size", "num_layers", "vocab_size", "model_type")
+    model_cfg = typed({k: v for k, v in config["model"].items() if k not in shape_keys}, ModelConfig, "adapter model")
+    return RunConfig(
+        task=typed(config["task"], TaskConfig, "adapter task"), model=model_cfg,
+        method=method_config(config["method"]), head=typed(config["head"], HeadConfig, "adapter head"),
+        optimizer=OptimizerConfig(), data=DataConfig(), layer=int(config["layer"]), seed=int(config["seed"]),
+        data_dir=None, cache_dir="", output_dir=".",
+    )
+
+
+def load_adapter(folder: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """A Predictor for an adapter folder: one written by `idspam-run` (PEFT format for ID-SPAM, LPT, prompt
+    tuning, P-tuning and LoRA; idspam's format for the other methods; the earlier `idspam-adapter/1` format), or
+    a PEFT adapter of a `*ForSequenceClassification` model saved with `save_pretrained` (its base model is read
+    from `base_model_name_or_path`, its labels from the model config)."""
+    from .adapter import adapter_kind
+
+    if adapter_kind(folder) == "peft":
+        return _load_peft_classifier(Path(folder).expanduser(), device)
+    return _load_run_adapter(Path(folder).expanduser(), device)
+
+
+def _load_run_adapter(folder: Path, device) -> Predictor:
+    from . import backbone as bb
+    from .adapter import check_backbone, read_adapter
+    from .data import TaskDataModule
+    from .model import build_model
+    from .tasks import get_spec
+
+    config, weights = read_adapter(folder)
+    run = run_config(config)
+    spec = get_spec(run.task)
+    backbone_config = bb.load_config(run.model)
+    check_backbone(config, backbone_config, f"adapter {str(folder)!r}")
+    tokenizer = bb.load_tokenizer(run.model, backbone_config)
+    if hasattr(bb, "fit_config_to_tokenizer"):
+        bb.fit_config_to_tokenizer(backbone_config, run.model, tokenizer)
+    decoder = bb.is_decoder(backbone_config) if hasattr(bb, "is_decoder") else False
+    torch.manual_seed(run.seed)  # a random-weight backbone is rebuilt exactly as in training
+    backbone = bb.load_backbone(run.model, backbone_config, with_mlm_head=run.head.type in ("mlm", "lm"))
+    model = build_model(run, spec, backbone, tokenizer)
+    model.load_trained_state(weights, f"adapter {str(folder)!r}")
+    model.to(device).eval()
+    data = TaskDataModule(run, spec, tokenizer, token_types=getattr(backbone_config, "type_vocab_size", 0) > 1,
+                          decoder=decoder)
+    return Predictor(model, data.tokenize, data.collate, spec.label_names, spec.is_regression, config)
+
+
+def _load_peft_classifier(folder: Path, device) -> Predictor:
+    """A PEFT adapter folder of a sequence classifier (e.g. trained with the HF Trainer)."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .data import Collate, Tokenize
+
+    config = json.loads((folder / "adapter_config.json").read_text())
+    base_path = config.get("base_model_name_or_path")
+    if config.get("task_type") != "SEQ_CLS" or not base_path:
+        raise UserError(f"adapter {str(folder)!r} is a PEFT adapter with task_type={config.get('task_type')!r} and "
+                        f"base model {base_path!r}; load_adapter reads sequence classifiers (SEQ_CLS) whose base "
+                        "model path is in adapter_config.json")
+    base = AutoModelForSequenceClassification.from_pretrained(base_path)
+    model = PeftModel.from_pretrained(base, str(folder)).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    labels = tuple(base.config.id2label[i] for i in range(base.config.num_labels))
+    regression = base.config.problem_type == "regression" or base.config.num_labels == 1
+    token_types = getattr(base.config, "type_vocab_size", 0) > 1
+    tokenize = Tokenize(tokenizer, tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 512,
+                        None, token_types)
+    collate = Collate(tokenizer.pad_token_id or 0, regression)
+
+    def forward(batch):
+        return model(**batch).logits
+
+    return Predictor(model, tokenize, collate, None if regression else labels, regression, config, forward)
