@@ -205,11 +205,21 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             chunk = sorted(order[start:start + span], key=lambda i: self.lengths[i], reverse=True)
             batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
         skip, self.skip = self.skip, 0
+        if skip:
+            continue_generator(self)
         for b in torch.randperm(len(batches), generator=g).tolist()[skip:]:
             yield batches[b]
 
     def resume(self, state: dict) -> None:
-        self.skip = state["batches_done"]
+        self.skip, self.rng = state["batches_done"], state.get("torch_rng")
+
+
+def continue_generator(sampler) -> None:
+    """A resumed epoch's DataLoader iterator drew its worker seed from torch's generator, which the
+    uninterrupted run did before the checkpoint: put the generator back where the checkpoint left it."""
+    if getattr(sampler, "rng", None) is not None:
+        torch.set_rng_state(sampler.rng)
+        sampler.rng = None
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
@@ -225,9 +235,10 @@ class ResumableRandomSampler(RandomSampler):
         self.batch_size, self.epoch_seed, self._resume = batch_size, None, None
 
     def __iter__(self):
-        if self._resume is not None:  # no draw: the global generator is where the checkpoint left it
+        if self._resume is not None:  # the epoch's own seed, no draw
             self.epoch_seed, skip = self._resume["epoch_seed"], self._resume["batches_done"] * self.batch_size
-            self._resume = None
+            self.rng, self._resume = self._resume.get("torch_rng"), None
+            continue_generator(self)
         else:
             self.epoch_seed, skip = int(torch.empty((), dtype=torch.int64).random_().item()), 0
         generator = torch.Generator()
@@ -258,7 +269,8 @@ class TaskDataModule(L.LightningDataModule):
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if not 0 < done < trainer.num_training_batches:
             return {}  # at an epoch end: the next epoch draws its order as usual
-        return {"batches_done": done, "epoch_seed": getattr(sampler, "epoch_seed", None)}
+        return {"batches_done": done, "epoch_seed": getattr(sampler, "epoch_seed", None),
+                "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("batches_done"):

@@ -76,7 +76,10 @@ class ResultsWriter(L.Callback):
         self.results = {"status": "running", **header, "monitor": monitor, "best": None, "epochs": []}
         self.started = time.perf_counter() if started is None else started
         self.writes = True  # only the global rank 0 writes (multi-GPU: trainer=ddp)
+        self.in_epoch, self._restored_partial = False, False
         self._reset_epoch()
+
+    PARTIAL = ("loss_sum", "examples", "train_seconds", "tokens", "padding")
 
     def _reset_epoch(self):
         self.loss_sum, self.examples, self.train_seconds, self.eval = 0.0, 0, 0.0, {}
@@ -93,6 +96,9 @@ class ResultsWriter(L.Callback):
         self.write()  # a run that dies in its first epoch still leaves its config and status
 
     def on_train_epoch_start(self, trainer, pl_module):
+        self.in_epoch = True
+        if self._restored_partial:
+            return  # resumed mid-epoch: the epoch's sums so far came with the checkpoint
         self._reset_epoch()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -122,6 +128,7 @@ class ResultsWriter(L.Callback):
             "train_padding_fraction": self.padding / self.tokens if self.tokens else None,
             **self.eval,
         }
+        self.in_epoch = self._restored_partial = False
         self.results["epochs"].append(record)
         scored = [e for e in self.results["epochs"] if self.monitor in e]
         if scored:
@@ -139,15 +146,45 @@ class ResultsWriter(L.Callback):
         self.write()
 
     def on_exception(self, trainer, pl_module, exception):
-        self.results["status"] = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from .checkpoints import RunInterrupted
+
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException, RunInterrupted))
+        self.results["status"] = "interrupted" if interrupted else "failed"
         self.results["error"] = f"{type(exception).__name__}: {exception}"
+        if interrupted:
+            self.results["stopped_at"] = progress(trainer)
+        self.results["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.write()
 
     # saved in every checkpoint, so a resumed run continues its results where the checkpoint stands
+    # (a mid-epoch checkpoint also holds the epoch's sums so far)
     def state_dict(self) -> dict:
-        return {key: self.results[key] for key in ("epochs", "best", "train_examples_per_second", "resumed")
-                if key in self.results}
+        state = {key: self.results[key] for key in ("epochs", "best", "train_examples_per_second", "resumed")
+                 if key in self.results}
+        if self.in_epoch:
+            state["partial_epoch"] = {key: getattr(self, key) for key in self.PARTIAL}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        partial = state.pop("partial_epoch", None)
         self.results.update(state)
         self.results["resumed"] = self.results.get("resumed", 0) + 1
+        if partial:
+            for key, value in partial.items():
+                setattr(self, key, value)
+            self._restored_partial = self.in_epoch = True
+
+
+def progress(trainer) -> dict:
+    """How far a run got: the epoch, the optimizer steps done of all it was to do, and the step of the last
+    checkpoint (where a resume continues)."""
+    total = trainer.estimated_stepping_batches if trainer.num_training_batches != float("inf") else None
+    stop = next((cb for cb in trainer.callbacks if type(cb).__name__ == "StopCheckpoint"), None)
+    out = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+           "of_steps": int(total) if total not in (None, float("inf")) else None}
+    if stop is not None and stop.path.is_file():
+        out["checkpoint"] = str(stop.path)
+    return out

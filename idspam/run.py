@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import traceback
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -21,14 +23,32 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import tasks
 from .adapter import check_backbone, export_adapter, read_adapter
-from .backbone import load_backbone, load_config, load_tokenizer
-from .checkpoints import RESUME_KEYS, checkpoint_callbacks, load_checkpoint, resume_checkpoint
-from .config import check_layer, register_schemas, validate
-from .data import TaskDataModule, cache_key
+from .backbone import fit_config_to_tokenizer, is_decoder, load_backbone, load_config, load_tokenizer
+from .checkpoints import (
+    RESUME_KEYS,
+    AtomicCheckpointIO,
+    ConfigMismatch,
+    RunInterrupted,
+    RunLock,
+    StopCheckpoint,
+    StopOnSignal,
+    attempt_record,
+    checkpoint_callbacks,
+    clear_checkpoints,
+    find_run_dir,
+    fingerprint_of,
+    load_checkpoint,
+    read_results,
+    resume_checkpoint,
+    resume_plan,
+)
+from .config import check_backbone_fits, register_schemas, validate
+from .data import TaskDataModule, cache_key, label_word_ids
 from .errors import UserError
 from .lower_cache import LowerCache
 from .model import build_model
@@ -55,6 +75,19 @@ def wandb_group(single: str) -> str:
 
 
 OmegaConf.register_new_resolver("wandb_group", wandb_group, replace=True)
+
+
+def run_dir(resume, prefix: str, stamp: str, *, _root_) -> str:
+    """hydra.run.dir: resume=<dir> runs in that dir; resume=auto in the newest `<prefix>*` dir whose
+    results.json holds this configuration (else a new `<prefix><stamp>`); otherwise `<prefix><stamp>`."""
+    if resume in (None, "never"):
+        return f"{prefix}{stamp}"
+    if resume == "auto":
+        return find_run_dir(prefix, current_fingerprint(_root_)) or f"{prefix}{stamp}"
+    return str(resume)
+
+
+OmegaConf.register_new_resolver("run_dir", run_dir, replace=True)
 # The frozen backbone is in eval mode on purpose (model.backbone_mode); Lightning warns about it.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # inside Lightning 2.6
@@ -70,24 +103,60 @@ def train(cfg: DictConfig, extra_header: dict | None = None) -> dict:
     spec = tasks.get_spec(run.task)
     if cfg.get("count_only"):
         return write_counts(cfg, run, spec, started)
+    # one process per run dir (a lock the kernel drops if the process dies); stop signals stop cleanly
+    stop = StopOnSignal(cfg.get("stop_signals") or [])
+    try:
+        with RunLock(run.output_dir) if rank_zero() else nullcontext(), stop:
+            try:
+                return train_run(cfg, run, spec, started, stop, extra_header)
+            except RunInterrupted as e:
+                if rank_zero():
+                    mark_interrupted(Path(run.output_dir), cfg, e)
+                raise
+    except RunInterrupted as e:
+        print(f"interrupted: {e}; results.json status interrupted. Run the same command again to resume "
+              f"({'the same -m command: finished jobs are kept' if is_multirun() else 'with resume=auto'})",
+              file=sys.stderr)
+        stop.hand_over()  # under submitit, its handler for its signal: checkpoint() and requeue (then exits)
+        raise
+
+
+def train_run(cfg: DictConfig, run, spec, started: float, stop: StopOnSignal, extra_header: dict | None) -> dict:
+    """The training path of `train`, inside the run dir's lock and the stop-signal handlers."""
     backbone_config = load_config(run.model)
-    check_layer(run.layer, backbone_config.num_hidden_layers, run.model.name)
+    check_backbone_fits(run, backbone_config)
 
     fingerprint = run_fingerprint(cfg)
-    ckpt_path = resume_checkpoint(run.resume, fingerprint) if run.resume else None
+    output_dir = Path(run.output_dir)
+    plan = plan_run(cfg, run, output_dir, fingerprint)
+    if plan["action"] == "reuse":
+        record_attempt(output_dir, "reused")
+        previous = plan["previous"]
+        best = previous.get("best") or {}
+        log.info("%s: finished before; its results are reused (resume=never trains it again)", output_dir)
+        if best:
+            print(f"dev {previous.get('monitor')} = {best['value']:.4f} (best epoch {best['epoch']}); finished "
+                  f"before, reused; results: {output_dir / 'results.json'}")
+        return previous
+    ckpt_path = plan["ckpt"]
+    record_attempt(output_dir, plan["action"])
     start = transfer_start(run, spec, backbone_config) if run.init_from else None
 
     L.seed_everything(run.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(run.model, backbone_config)
-    data = TaskDataModule(run, spec, tokenizer, token_types=backbone_config.type_vocab_size > 1)
+    fit_config_to_tokenizer(backbone_config, run.model, tokenizer)
+    if run.head.type in ("mlm", "lm"):  # every label word one token, checked before any weights load
+        label_word_ids(tokenizer, tasks.mlm_verbalizer(spec, run.task)[1])
+    data = TaskDataModule(run, spec, tokenizer, token_types=getattr(backbone_config, "type_vocab_size", 0) > 1,
+                          decoder=is_decoder(backbone_config))
     data.setup()  # data problems surface here, before the weights are loaded
     torch.manual_seed(run.seed)  # random-weight backbones and method init: the same on every run and in predict
-    backbone = load_backbone(run.model, backbone_config, with_mlm_head=run.head.type == "mlm")
+    backbone = load_backbone(run.model, backbone_config, with_mlm_head=run.head.type in ("mlm", "lm"))
     model = build_model(run, spec, backbone, tokenizer)
     if start is not None:
         model.load_trained_state(start, f"init_from={run.init_from!r}")
     if run.cache_lower:
-        model.lower_cache = make_lower_cache(run, spec, data, backbone_config)
+        model.lower_cache = make_lower_cache(run, spec, data, backbone_config, model)
     module = PromptTuningModule(model, spec, run.optimizer, lr=run.method.lr,
                                 evals=[(ev.key, ev.spec) for ev in data.evals])
     module.fingerprint = fingerprint
@@ -104,26 +173,42 @@ def train(cfg: DictConfig, extra_header: dict | None = None) -> dict:
         "data": {split: len(ds) for split, ds in data.splits.items()},
         "versions": package_versions(), "git_commit": GIT_COMMIT,
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "attempt": plan["action"], **({"history": plan["history"]} if plan["history"] else {}),
     }
     mode = "min" if spec.metric == "mse" else "max"
     writer = ResultsWriter(output_dir / "results.json", header, monitor, mode=mode, started=started)
-    callbacks = [writer]
-    if cfg.trainer.get("enable_checkpointing", True):
+    checkpointing = cfg.trainer.get("enable_checkpointing", True)
+    every = cfg.get("checkpoint_every_n_steps")
+    callbacks = [writer, StopCheckpoint(output_dir / "checkpoints", stop, every, save=checkpointing)]
+    if checkpointing:
         callbacks += checkpoint_callbacks(output_dir / "checkpoints", monitor, mode)
-    loggers = make_loggers(cfg, output_dir, resumed=bool(run.resume))
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    previous_wandb = ((plan["previous"] or {}).get("wandb") or {}).get("id") if ckpt_path else None
+    loggers = make_loggers(cfg, output_dir, resumed=plan["action"] in ("resume", "rerun") or bool(run.resume),
+                           wandb_id=previous_wandb)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                     plugins=trainer_plugins())
     log.info("training %s on %s with %s, layer %d: %s trainable parameters (head %s)%s", run.method.name, spec.name,
              run.model.name, run.layer, f"{parameters['trainable']:,}", run.head.type,
              f"; resuming from {ckpt_path}" if ckpt_path else "")
+    interrupted = None
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    except (SIGTERMException, RunInterrupted) as e:  # stopped by a signal, after StopCheckpoint saved
+        interrupted = e
     finally:
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 run_ = logger.experiment
                 writer.results["wandb"] = {"project": run_.project, "group": run_.group, "id": run_.id,
                                            "name": run_.name}
-                run_.finish()  # one W&B run per job: multirun jobs must not merge
+                run_.finish(exit_code=1 if interrupted else None)  # one W&B run per job: jobs must not merge
+    if interrupted is not None:
+        writer.write()
+        if isinstance(interrupted, RunInterrupted):
+            raise interrupted
+        at = writer.results.get("stopped_at") or {}
+        raise RunInterrupted(stop.signum or 15, f"at step {at.get('step')} of {at.get('of_steps')} (epoch "
+                                                f"{at.get('epoch')}), checkpoint {'saved' if checkpointing else 'off'}")
     results = writer.results
     if not trainer.is_global_zero:  # multi-GPU: rank 0 exports the adapter and writes the results
         return results
@@ -193,6 +278,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
             raise  # a bug: the traceback is the useful part
         message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
         print(f"error: {message}", file=sys.stderr)
+        if multirun and isinstance(e, ConfigMismatch):  # the dir holds another run: leave it as it is
+            record_attempt(Path(HydraConfig.get().runtime.output_dir), "refused")
+            return None
         if multirun:  # record it in the job's own dir; the other jobs go on, the sweep summary lists it
             out = Path(HydraConfig.get().runtime.output_dir)
             previous = out / "results.json"
@@ -206,8 +294,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return results["best"]["value"] if results.get("best") else None
 
 
-def make_loggers(cfg: DictConfig, output_dir: Path, resumed: bool) -> list:
-    """The `logger` group's loggers; a resumed run's CSV log goes to csv/resumed-<n>/, keeping the first."""
+def make_loggers(cfg: DictConfig, output_dir: Path, resumed: bool, wandb_id: str | None = None) -> list:
+    """The `logger` group's loggers; a resumed run's CSV log goes to csv/resumed-<n>/, keeping the first,
+    and a resumed run continues its W&B run (`wandb_id`, resume="allow")."""
     loggers = []
     for node in (cfg.get("logger") or {}).values():
         if not node:
@@ -215,28 +304,45 @@ def make_loggers(cfg: DictConfig, output_dir: Path, resumed: bool) -> list:
         extra = {}
         if resumed and str(node.get("_target_", "")).endswith("CSVLogger"):
             extra["version"] = f"resumed-{len(list((output_dir / node.get('name', 'csv')).glob('resumed-*'))) + 1}"
+        if wandb_id and str(node.get("_target_", "")).endswith("WandbLogger"):
+            extra.update(id=wandb_id, resume="allow")
         loggers.append(instantiate(node, **extra))
     return loggers
 
 
-def make_lower_cache(run, spec, data: TaskDataModule, backbone_config) -> LowerCache:
-    """In memory when it fits cache_lower_memory_gb, else memory-mapped under cache_dir/lower/<key>."""
+def make_lower_cache(run, spec, data: TaskDataModule, backbone_config, model=None) -> LowerCache:
+    """The compact lower-stack cache (idspam/lower_cache.py): in memory when it fits
+    cache_lower_memory_gb, else on disk under cache_dir/lower/<key>, shared by every process with that key."""
     from dataclasses import asdict
 
-    n, rows, length = backbone_config.hidden_size, len(data.splits["train"]), run.task.max_length
-    same = run.layer == 0
-    size_gb = rows * length * n * 4 * (1 if same else 2) / 2**30
-    folder = None
+    import transformers
+
+    from . import __version__
+    from .lower_cache import DTYPES, FORMAT, reads_embedding_output
+
+    n, rows = backbone_config.hidden_size, len(data.splits["train"])
+    lengths = [len(ids) for ids in data.splits["train"]["input_ids"]]
+    compute = next(model.parameters()).dtype if model is not None else torch.float32
+    dtype = compute if run.cache_lower_dtype == "auto" else DTYPES[run.cache_lower_dtype]
+    store_embeddings = run.layer > 0 and reads_embedding_output(run.method)
+    size_gb = sum(lengths) * n * dtype.itemsize * (2 if store_embeddings else 1) / 2**30
+    folder, meta = None, {}
     if size_gb > run.cache_lower_memory_gb:
-        key = cache_key({
+        meta = {
             "model": asdict(run.model), "seed": None if run.model.pretrained else run.seed, "layer": run.layer,
+            "compute_dtype": str(compute), "storage_dtype": str(dtype), "store_embeddings": store_embeddings,
+            "attn_implementation": getattr(backbone_config, "_attn_implementation", None),
             "tokenize": data.tokenize.key(), "rows": rows, "subsample": [run.task.max_train_samples, run.seed],
-            "data": tasks.source_fingerprint(spec, run.task, "train", run.data_dir),
-        })
-        folder = Path(run.cache_dir) / "lower" / key
-    log.info("cache_lower: %.2f GB for %d training examples, %s", size_gb, rows,
-             f"memory-mapped in {folder}" if folder else "in memory")
-    return LowerCache(rows, length, n, same, folder)
+            "task": spec.name, "data": tasks.source_fingerprint(spec, run.task, "train", run.data_dir),
+            "version": __version__, "format": FORMAT, "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
+        folder = Path(run.cache_dir) / "lower" / cache_key(meta)
+    log.info("cache_lower: %.2f GB (%d real tokens of %d training examples, %s, %s), %s", size_gb, sum(lengths), rows,
+             str(dtype).removeprefix("torch."), "hidden + embedding output" if store_embeddings else "hidden states",
+             f"on disk in {folder}" if folder else "in memory")
+    return LowerCache(lengths, n, embeddings_are_hidden=run.layer == 0, store_embeddings=store_embeddings,
+                      dtype=dtype, folder=folder, device=run.cache_lower_device, meta={"key": meta})
 
 
 def transfer_start(run, spec, backbone_config) -> dict:
@@ -252,6 +358,83 @@ def transfer_start(run, spec, backbone_config) -> dict:
                         f"at layer {run.layer}: use the same method and layer")
     check_transfer(tasks.get_spec(typed(config["task"], TaskConfig, "adapter task")), spec, where)
     return weights
+
+
+def rank_zero() -> bool:
+    """Global rank 0 (or no distributed launch): the process that locks and writes the run dir."""
+    return all(int(os.environ.get(k, 0) or 0) == 0 for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def trainer_plugins() -> list:
+    """Checkpoints written atomically; under SLURM, Lightning's own auto-requeue off: submitit's (the
+    launcher's checkpoint() on its signal) is the one requeue mechanism (conf/hydra/launcher/slurm.yaml)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
+
+def plan_run(cfg: DictConfig, run, output_dir: Path, fingerprint: dict) -> dict:
+    """resume=<dir>: that run's last.ckpt (its config checked); resume=auto (the default in a multirun) or
+    never: `resume_plan` on the run dir; null in a single run: a new run."""
+    mode = run.resume if run.resume is not None else ("auto" if is_multirun() else None)
+    if mode in ("auto", "never"):
+        plan = resume_plan(output_dir, fingerprint_of(OmegaConf.to_container(cfg, resolve=True)), mode)
+        if plan["action"] == "resume":  # the checkpoint's own record of its config, checked too
+            plan["ckpt"] = resume_checkpoint(str(output_dir), fingerprint)
+        if plan["action"] == "rerun" and rank_zero():
+            clear_checkpoints(output_dir)
+        return plan
+    if mode is None:
+        return {"action": "new", "ckpt": None, "previous": None, "history": []}
+    ckpt = resume_checkpoint(mode, fingerprint)
+    previous = read_results(Path(mode))
+    history = list((previous or {}).get("history") or []) + ([attempt_record(previous)] if previous else [])
+    return {"action": "resume" if ckpt else "rerun", "ckpt": ckpt, "previous": previous, "history": history}
+
+
+def record_attempt(output_dir: Path, action: str) -> None:
+    """What this invocation did with the run dir (new, resume, rerun, reused, refused), for the sweep summary;
+    beside Hydra's own files in .hydra/, so a reused run's results.json stays as it was."""
+    if rank_zero():
+        atomic_write_json(output_dir / ".hydra" / "attempt.json",
+                          {"action": action, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def mark_interrupted(output_dir: Path, cfg: DictConfig, e: RunInterrupted) -> None:
+    """results.json status interrupted (as the run wrote it, if it got that far; else a record with the
+    config, so resume=auto and the summary know the job)."""
+    record = read_results(output_dir) or {}
+    if record.get("status") == "unreadable":
+        record = {}
+    if record.get("status") != "interrupted" or "stopped_at" not in record:
+        epochs = record.get("epochs") or []
+        record["stopped_at"] = {"epoch": epochs[-1]["epoch"] + 1 if epochs else 0,
+                                "step": epochs[-1]["step"] if epochs else 0, "phase": "setup"}
+    record.setdefault("config", OmegaConf.to_container(cfg, resolve=True))
+    record.update(status="interrupted", error=f"RunInterrupted: {e}",
+                  ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    atomic_write_json(output_dir / "results.json", record)
+
+
+def current_fingerprint(root) -> dict:
+    """fingerprint_of the config being composed, without resolving trainer.default_root_dir (the run dir,
+    which is what is being decided)."""
+    out = {}
+    for key in RESUME_KEYS:
+        node = root.get(key)
+        if OmegaConf.is_dict(node) and key == "trainer":
+            out[key] = {k: OmegaConf.to_container(node[k], resolve=True) if OmegaConf.is_config(node[k])
+                        else node[k] for k in node if k != "default_root_dir"}
+        else:
+            out[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return fingerprint_of(out)
 
 
 def run_fingerprint(cfg: DictConfig) -> dict:

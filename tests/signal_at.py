@@ -1,0 +1,54 @@
+"""Test helper: `python -m tests.signal_at <where> <signal> <n> <idspam.run args...>` runs idspam.run and sends
+the process <signal> (TERM, USR2, ...) at a chosen point, from inside, so the kill point is exact:
+  step <n>        when optimizer step n+1 starts (the forward/backward of that step has not run yet)
+  validation <n>  when the n-th validation batch of the run starts
+  setup 0         while the data is read (before the model loads and before the first step)
+"""
+
+import os
+import signal
+import sys
+
+import lightning as L
+
+
+def main() -> None:
+    where, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    sys.argv = [sys.argv[0], *sys.argv[4:]]
+    signum = getattr(signal, f"SIG{name}")
+    fire = lambda: os.kill(os.getpid(), signum)  # noqa: E731
+    if where == "setup":
+        from idspam.data import TaskDataModule
+
+        setup = TaskDataModule.setup
+
+        def setup_then_signal(self, stage=None):
+            fire()
+            return setup(self, stage)
+
+        TaskDataModule.setup = setup_then_signal
+    else:
+        from idspam.results import ResultsWriter
+
+        hook = "on_train_batch_start" if where == "step" else "on_validation_batch_start"
+        seen = {"n": 0}
+
+        def at(self, trainer, pl_module, batch, batch_idx, *rest):
+            if where == "step" and trainer.global_step == n and not seen["n"]:
+                seen["n"] = 1
+                fire()
+            if where == "validation" and not trainer.sanity_checking:
+                seen["n"] += 1
+                if seen["n"] == n:
+                    fire()
+            return original(self, trainer, pl_module, batch, batch_idx, *rest)
+
+        original = getattr(ResultsWriter, hook, L.Callback.on_train_batch_start)
+        setattr(ResultsWriter, hook, at)
+    from idspam.run import main as run_main
+
+    run_main()
+
+
+if __name__ == "__main__":
+    main()
