@@ -35,16 +35,15 @@ def tiny(model_type: str, attn: str = "sdpa", lm: bool = False):
 
 
 def batch(side: str, lengths=(9, 5, 12)):
+    """The same token rows, padded on `side` with pad id 0."""
     torch.manual_seed(1)
     L = max(lengths)
-    ids = torch.randint(3, 211, (len(lengths), L))
+    tokens = torch.randint(3, 211, (len(lengths), L))
+    ids = torch.zeros(len(lengths), L, dtype=torch.long)
     mask = torch.zeros(len(lengths), L, dtype=torch.long)
     for row, n in enumerate(lengths):
-        if side == "right":
-            mask[row, :n] = 1
-        else:
-            mask[row, L - n:] = 1
-    ids[mask == 0] = 0
+        where = slice(0, n) if side == "right" else slice(L - n, L)
+        ids[row, where], mask[row, where] = tokens[row, :n], 1
     return ids, mask
 
 
@@ -128,3 +127,61 @@ def test_summary_token_is_last_real_token_on_decoders():
             assert last.tolist() == [8, 4, 11]
         else:
             assert last.tolist() == [11, 11, 11]
+
+
+# --- heads -------------------------------------------------------------------------------------------
+
+
+def test_last_token_head_reads_the_same_token_under_either_padding_with_a_prompt():
+    """Same inputs padded right and left, a prompt at m: the head reads each row's last real token, so the
+    logits agree (the engine gives real tokens the same positions and the head finds the same token)."""
+    from idspam.heads import ClassificationHead
+
+    for model_type in ("gpt2", "llama", "qwen2"):
+        base = tiny(model_type)
+        engine = InjectionEngine(base)
+        head = ClassificationHead(32, 3, dropout=0.0, read_at="last")
+        prompt = torch.randn(3, 4, 32)
+        logits = {}
+        for side in ("right", "left"):
+            ids, mask = batch(side)
+            with torch.no_grad():
+                hidden = engine(ids, mask, 2, lambda s: prompt)
+                logits[side] = head(hidden, {"input_ids": ids, "attention_mask": mask})
+        torch.testing.assert_close(logits["right"], logits["left"], atol=3e-5, rtol=1e-4)
+
+
+def test_last_token_head_picks_the_last_real_position():
+    from idspam.heads import read_positions
+
+    ids, mask = batch("right")
+    assert read_positions({"input_ids": ids, "attention_mask": mask}, "last").tolist() == [8, 4, 11]
+    ids, mask = batch("left")
+    assert read_positions({"input_ids": ids, "attention_mask": mask}, "last").tolist() == [11, 11, 11]
+    mask = torch.tensor([[1, 1, 0, 0]])  # a pad id equal to eos at the end changes nothing: the mask decides
+    assert read_positions({"input_ids": torch.tensor([[5, 2, 2, 2]]), "attention_mask": mask}, "last").tolist() == [1]
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "gemma2"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_lm_verbalizer_equals_the_causal_lm_next_token_logits(model_type, side):
+    """head=lm: the frozen LM head at the last real token, read at the label words, is the HF causal LM's
+    next-token distribution there (Gemma2's final logit softcapping included)."""
+    from idspam.heads import VerbalizerHead
+
+    arch = dict(DECODERS[model_type])
+    if model_type == "gemma2":
+        arch["final_logit_softcapping"] = 2.0  # small, so the cap visibly bends the logits
+    config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    ids, mask = batch(side)
+    words = [7, 42, 100]
+    with torch.no_grad():
+        ref = lm(input_ids=ids, attention_mask=mask, position_ids=real_positions(mask)).logits
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+        expected = ref[torch.arange(3), last][:, words]
+        engine = InjectionEngine(getattr(lm, lm.base_model_prefix))
+        head = VerbalizerHead(lm.lm_head, words, "last", softcap=getattr(config, "final_logit_softcapping", None))
+        got = head(engine(ids, mask, 2), {"input_ids": ids, "attention_mask": mask})
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
