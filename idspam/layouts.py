@@ -34,6 +34,7 @@ def _hidden(out):
 class Layout:
     family: str = ""
     lora_targets: tuple[str, ...] = ()  # LoRA's default target modules on this family
+    conv1d: bool = False
     causal: bool = False
     rotary: bool = False  # positions enter inside every layer (the prompt needs position ids there)
     model_types: tuple[str, ...] = ()
@@ -100,6 +101,7 @@ class GPT2Layout(Layout):
 
     family = "GPT-2"
     lora_targets = ("c_attn",)  # the fused q/k/v projection
+    conv1d = True  # GPT-2's projections are Conv1D (weights stored in x out): PEFT's fan_in_fan_out
     causal = True
     model_types = ("gpt2",)
 

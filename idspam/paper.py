@@ -66,6 +66,20 @@ TABLE_12 = {
     ("roberta_base", "lpt"): 2_162_688, ("roberta_large", "lpt"): 2_883_584,
     ("roberta_base", "lora"): 3_495_312, ("roberta_large", "lora"): 7_931_280,
 }
+# Table 13 (GPT-2 family), in millions: backbone / ID-SPAM / LoRA
+TABLE_13 = {
+    "gpt2": (126.8, 2.1, 2.4), "gpt2_medium": (361.1, 3.5, 6.3),
+    "gpt2_large": (785.8, 5.1, 11.8), "gpt2_xl": (1577.3, 8.3, 19.7),
+}
+# GPT-2 on GLUE (LPT vs ID-SPAM), columns as GLUE_TASKS
+_GLUE_GPT2 = {"lpt": (69.5, 79.4, 90.1, 81.9, 62.8, 80.3), "idspam": (78.3, 77.1, 85.1, 79.5, 71.6, 82.9)}
+# GPT-2 Large, RTE and MRPC
+_GPT2_LARGE = {"lora": (74.0, 80.0), "lpt": (69.9, 82.9), "idspam": (73.7, 81.1)}
+# SuperGLUE, GPT-2 column, columns as SUPERGLUE_TASKS
+_SUPERGLUE_GPT2 = {
+    "prompt_tuning": (71.7, 57, 61.7, 64.1), "ptuning": (73.3, 57.7, 63.2, 65.7), "smop": (81.4, 61.2, 68.4, 69.4),
+    "lpt": (82.1, 61.3, 72.1, 74.1), "dept": (76.1, 55.1, 73.5, 67.2), "idspam": (88.1, 63.1, 71.7, 72.4),
+}
 
 
 def _build() -> dict[tuple[str, str, str], float]:
@@ -83,6 +97,15 @@ def _build() -> dict[tuple[str, str, str], float]:
         paper[("roberta_large", method, "qqp->mrpc few-shot")] = qqp_mrpc
     paper.update({("roberta_large", "idspam_meanpool", task): v for task, v in _MEANPOOL.items()})
     paper.update({(model, method, "parameters"): v for (model, method), v in TABLE_12.items()})
+    for method, values in _GLUE_GPT2.items():
+        paper.update({("gpt2", method, task): v for task, v in zip(GLUE_TASKS, values, strict=True)})
+    for method, values in _SUPERGLUE_GPT2.items():
+        paper.update({("gpt2", method, task): v for task, v in zip(SUPERGLUE_TASKS, values, strict=True)})
+    for method, (rte, mrpc) in _GPT2_LARGE.items():
+        paper[("gpt2_large", method, "rte")], paper[("gpt2_large", method, "mrpc")] = rte, mrpc
+    for model, (_, idspam, lora) in TABLE_13.items():
+        paper[(model, "idspam", "parameters")] = round(idspam * 1e6)
+        paper[(model, "lora", "parameters")] = round(lora * 1e6)
     return paper
 
 

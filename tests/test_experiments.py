@@ -20,6 +20,10 @@ EXPERIMENTS = {
     "transfer_fewshot": (3 * 2 * 3, {"method", "transfer", "seed"}),
     "layer_sweep": (2 * 2 * 24 * 3, {"method", "task", "layer", "seed"}),
     "params": (2 * 9, {"model", "method"}),
+    "glue_gpt2": (2 * 6 * 3, {"method", "task", "seed"}),
+    "superglue_gpt2": (6 * 4 * 3, {"method", "task", "seed"}),
+    "gpt2_large": (3 * 2 * 3, {"method", "task", "seed"}),
+    "params_gpt2": (4 * 2, {"model", "method"}),
     "cpu_repro": (4 * 4 * 3, {"method", "task", "seed"}),
     "cpu_layer_sweep": (2 * 2 * 6, {"method", "task", "layer", "seed"}),
 }

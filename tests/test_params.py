@@ -39,4 +39,14 @@ def test_unknown_model_is_one_clear_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--model", "roberta_huge"])
     assert e.value.code == 2
-    assert "unknown model 'roberta_huge'; valid: minilm, roberta_base, roberta_large, tiny" in capsys.readouterr().err
+    assert "unknown model 'roberta_huge'; valid: gpt2, gpt2_large, gpt2_medium, gpt2_xl, hf, llama_small, minilm" in capsys.readouterr().err
+
+
+def test_gpt2_rows_beside_table_13(capsys):
+    """No --model: the GPT-2 family's backbone, ID-SPAM and LoRA counts beside the paper's Table 13."""
+    main([])
+    out = capsys.readouterr().out
+    assert "| gpt2 | 124,439,808 | 126.8M | 2,064,384 | 2.1M | 294,912 | 2.4M |" in out
+    assert "| gpt2_xl | 1,557,611,200 | 1577.3M | 8,294,400 | 8.3M | 2,457,600 | 19.7M |" in out
+    main(["--model", "tiny"])  # an explicit model list prints only its own table
+    assert "gpt2_xl" not in capsys.readouterr().out

@@ -40,12 +40,12 @@ class LoRAConfig(MethodConfig):
             raise UserError("method.target_modules is empty; name the backbone modules to adapt, e.g. [query,value]")
         check_choice("method.bias", self.bias, ("none", "all", "lora_only"))
 
-    def peft_config(self, default_targets: tuple[str, ...] = ("query", "value")):
+    def peft_config(self, default_targets: tuple[str, ...] = ("query", "value"), fan_in_fan_out: bool = False):
         from peft import LoraConfig
 
         targets = list(self.target_modules) if self.target_modules else list(default_targets)
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=targets, bias=self.bias)
+                          target_modules=targets, bias=self.bias, fan_in_fan_out=fan_in_fan_out)
 
 
 class LoRA(PromptMethod):
@@ -69,7 +69,8 @@ class LoRA(PromptMethod):
         try:
             with warnings.catch_warnings():  # a transformers deprecation that PEFT triggers; not ours to fix
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                self._peft = (get_peft_model(encoder.base, self.cfg.peft_config(encoder.layout.lora_targets)),)  # injects into encoder.base
+                self._peft = (get_peft_model(encoder.base, self.cfg.peft_config(
+                    encoder.layout.lora_targets, encoder.layout.conv1d)),)  # injects into encoder.base
         except ValueError as e:
             names = sorted({name.rsplit(".", 1)[-1] for name, m in encoder.base.named_modules()
                             if isinstance(m, nn.Linear)})
