@@ -338,6 +338,25 @@ class PromptInjectionModel(BaseTuner):
                                          adapter_name=adapter_name, activate_adapter=adapter_name in self.active_adapters)
         backbone.train(backbone.training)  # apply backbone_mode now
 
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        """Freeze everything but the prompt methods (whose requires_grad `set_adapter` sets) and PEFT's auxiliary
+        modules (modules_to_save, which manage their own). PEFT's version reads `config.bias` as LoRA's option,
+        which LPT's `bias` (a bool) is not."""
+        from peft.utils import AuxiliaryTrainingWrapper
+
+        aux = [name + "." for name, m in model.named_modules() if isinstance(m, AuxiliaryTrainingWrapper)]
+        for name, param in model.named_parameters():
+            if f".{ATTRIBUTE}.idspam_prompt." in f".{name}" or any(name.startswith(a) for a in aux):
+                continue
+            param.requires_grad = False
+
+    @classmethod
+    def _get_learnable_bias_state_dict(cls, model, state_dict, config) -> dict:
+        return {}  # no base-model biases train (LPT's `bias` is its generator's, saved with the method)
+
+    def disable_adapter_layers(self) -> None:
+        self._enable_adapter_layers(enabled=False)  # PEFT's version warns about LoRA's `bias` option
+
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
         """`...idspam_prompt.<adapter>.up.weight` -> `...idspam_prompt.up.weight` (a whole method sits under
