@@ -233,3 +233,17 @@ def test_job_killed_before_its_results_is_grouped_from_its_saved_config(glue_swe
     assert (rows[("lpt", "6", "mrpc")]["finished"], rows[("lpt", "6", "mrpc")]["expected"]) == ("2", "2")
     line = next(line for line in written["markdown"].read_text().splitlines() if "/11 |" in line)
     assert "| running | no results.json" in line
+
+
+def test_gpt2_large_sweep_renders_beside_the_papers_gpt2_large_table(tmp_path):
+    """experiment=gpt2_large: the report puts the paper's GPT-2 Large numbers beside ours."""
+    sweep = tmp_path / "gpt2_large" / "t"
+    jobs = []
+    for method, value in (("idspam", 0.70), ("lora", 0.72)):
+        overrides = [f"method={method}", "task=rte", "seed=1", "experiment=gpt2_large"]
+        jobs.append((overrides, finished(value, method=method, task="rte", seed=1, layer=18 if method == "idspam" else 0,
+                                         model="gpt2_large", experiment="gpt2_large")))
+    write_sweep(sweep, {"method": "idspam,lora", "task": "rte", "seed": "1"}, ["experiment=gpt2_large"], jobs)
+    text = report([sweep])["markdown"].read_text()
+    assert "gpt2_large" in text
+    assert "73.7" in text and "74.0" in text  # the paper's RTE for ID-SPAM and LoRA on GPT-2 Large
