@@ -123,3 +123,28 @@ def test_bad_decoder_input_is_one_line_before_any_weights(compose_cfg, overrides
     monkeypatch.setattr(run_module, "load_backbone", no_weights)
     with pytest.raises(UserError, match=message):
         train(compose_cfg(*overrides, *FAST))
+
+
+@pytest.mark.parametrize("method", ["idspam", "lora"])
+def test_bfloat16_backbone_keeps_trained_parameters_in_float32(compose_cfg, method):
+    """model.dtype=bfloat16: the frozen weights in bfloat16, what trains (method, LoRA matrices, head) float32."""
+    from idspam.backbone import load_backbone, load_config, load_tokenizer
+    from idspam.config import validate
+    from idspam.model import build_model
+    from idspam.tasks import get_spec
+
+    run = validate(compose_cfg("model=tiny_llama", f"method={method}", "model.dtype=bfloat16"))
+    config = load_config(run.model)
+    tokenizer = load_tokenizer(run.model, config)
+    model = build_model(run, get_spec(run.task), load_backbone(run.model, config), tokenizer)
+    trained = {n: p.dtype for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert trained and set(trained.values()) == {torch.float32}, trained
+    assert frozen == {torch.bfloat16}
+    batch = dict(tokenizer(["one input", "another, longer input"], padding=True, return_tensors="pt"))
+    batch.pop("token_type_ids", None)
+    model.train()
+    logits = model(batch)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
