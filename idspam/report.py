@@ -43,6 +43,7 @@ class Job:
     overrides: list[str]
     status: str = "missing"  # finished | failed | interrupted | running (stopped before the end) | missing
     error: str | None = None
+    how_far: str | None = None  # an interrupted or killed job: the step (of all) and epoch it got to
     experiment: str | None = None
     model: str | None = None
     method: str | None = None
@@ -113,6 +114,10 @@ def read_job(job_dir: Path, num: int | None, sweep: Path, overrides: list[str]) 
     elif job_dir.is_dir():
         job.status, job.error = "running", "no results.json (stopped before training began, or still loading)"
     job.error = results.get("error", job.error)
+    if job.status in ("interrupted", "running") and results:
+        from .results import how_far
+
+        job.how_far = how_far(results)
     run = run_info(results) or saved_config_info(job_dir)
     if run:
         describe(job, run)
@@ -355,11 +360,11 @@ def markdown(tables, jobs: list[Job], sweeps: list[Path], figures: list[Path], r
     finished = len(jobs) - len(unfinished)
     lines += ["## Jobs", "", f"{finished} of {len(jobs)} jobs finished."]
     if unfinished:
-        lines += ["", "Not finished (not in the means above):", "", "| job | overrides | status | error |",
-                  "|---|---|---|---|"]
+        lines += ["", "Not finished (not in the means above; an interrupted job resumes when its sweep is run again):",
+                  "", "| job | overrides | status | got to | error |", "|---|---|---|---|---|"]
         for j in unfinished:
             error = (j.error or "").replace("|", "/").splitlines()[0][:200] if j.error else ""
-            lines.append(f"| {j.where} | {' '.join(j.overrides)} | {j.status} | {error} |")
+            lines.append(f"| {j.where} | {' '.join(j.overrides)} | {j.status} | {j.how_far or ''} | {error} |")
     return "\n".join(lines) + "\n"
 
 

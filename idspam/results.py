@@ -178,6 +178,37 @@ class ResultsWriter(L.Callback):
             self._restored_partial = self.in_epoch = True
 
 
+def how_far(results: dict) -> str | None:
+    """An unfinished run's progress in words: 'step 8 of 39 (epoch 0), checkpoint there'."""
+    at = results.get("stopped_at")
+    epochs = results.get("epochs") or []
+    if not at and epochs:
+        at = {"epoch": epochs[-1]["epoch"] + 1, "step": epochs[-1]["step"]}
+    if not at:
+        return None
+    if at.get("phase") == "setup" and not at.get("step"):
+        return "before the first step"
+    total = f" of {at['of_steps']}" if at.get("of_steps") else ""
+    saved = ", checkpoint there" if at.get("checkpoint") else ""
+    return f"step {at.get('step')}{total} (epoch {at.get('epoch')}){saved}"
+
+
+def history_text(results: dict, action: str | None = None) -> str:
+    """A job's attempts, oldest first: 'interrupted at step 8 of 39 (epoch 0) > resumed > finished'."""
+    parts = []
+    for attempt in results.get("history") or []:
+        far = how_far(attempt) if attempt.get("status") != "finished" else None
+        parts.append(f"{attempt.get('status')}{' at ' + far if far else ''}")
+    status = results.get("status", "missing")
+    attempt = results.get("attempt")
+    if action == "reused":
+        return " > ".join(parts + [f"{status} (reused)"])
+    if attempt in ("resume", "rerun") and parts:
+        parts.append({"resume": "resumed", "rerun": "rerun"}[attempt])
+    far = how_far(results) if status in ("interrupted", "running") else None
+    return " > ".join(parts + [f"{status}{' at ' + far if far else ''}"])
+
+
 def progress(trainer) -> dict:
     """How far a run got: the epoch, the optimizer steps done of all it was to do, and the step of the last
     checkpoint (where a resume continues)."""

@@ -16,7 +16,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .results import atomic_write_json, atomic_write_text
+from .results import atomic_write_json, atomic_write_text, history_text, how_far
 
 log = logging.getLogger("idspam")
 
@@ -34,10 +34,22 @@ def collect(sweep_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             results = {"status": "failed", "error": "results.json is unreadable"}
         best = results.get("best") or {}
+        attempt_file = job / ".hydra" / "attempt.json"
+        try:
+            action = json.loads(attempt_file.read_text()).get("action") if attempt_file.is_file() else None
+        except (OSError, json.JSONDecodeError):
+            action = None
+        status = results.get("status", "missing")
+        error = results.get("error")
+        if action == "refused":  # the dir holds another configuration's run, left as it was
+            status, error = "refused", "the job dir holds a run of another configuration (resume=never reruns it)"
         rows.append({
-            "job": int(job.name), "overrides": overrides, "status": results.get("status", "missing"),
+            "job": int(job.name), "overrides": overrides, "status": status,
             "monitor": results.get("monitor"), "best": best.get("value"), "best_epoch": best.get("epoch"),
-            "wall_time_s": results.get("wall_time_s"), "error": results.get("error"), "dir": str(job),
+            "wall_time_s": results.get("wall_time_s"), "error": error, "dir": str(job),
+            # this invocation: new | resume | rerun | reused | refused (re-running a sweep into its dir)
+            "action": action or results.get("attempt"), "history": history_text(results, action),
+            "how_far": how_far(results) if status in ("interrupted", "running") else None,
         })
     return rows
 
@@ -47,21 +59,26 @@ def markdown(rows: list[dict]) -> str:
     common = set.intersection(*(set(r["overrides"]) for r in rows)) if len(rows) > 1 else set()
     lines = [f"Common overrides: {' '.join(o for o in rows[0]['overrides'] if o in common) or 'none'}", ""] if common \
         else []
-    lines += ["| job | overrides | status | metric | best | epoch | wall s | error |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| job | overrides | status | metric | best | epoch | wall s | this run | history | error |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         best = f"{r['best']:.4f}" if isinstance(r["best"], float) else ""
         wall = f"{r['wall_time_s']:.0f}" if r["wall_time_s"] else ""
         error = (r["error"] or "").replace("|", "/").splitlines()[0][:160] if r["error"] else ""
         swept = " ".join(o for o in r["overrides"] if o not in common)
-        lines.append(f"| {r['job']} | {swept} | {r['status']} | {r['monitor'] or ''} | {best} | "
-                     f"{'' if r['best_epoch'] is None else r['best_epoch']} | {wall} | {error} |")
+        status = f"{r['status']} at {r['how_far']}" if r.get("how_far") else r["status"]
+        lines.append(f"| {r['job']} | {swept} | {status} | {r['monitor'] or ''} | {best} | "
+                     f"{'' if r['best_epoch'] is None else r['best_epoch']} | {wall} | {r.get('action') or ''} | "
+                     f"{r.get('history') or ''} | {error} |")
     return "\n".join(lines) + "\n"
 
 
 def write_summary(sweep_dir: Path) -> list[dict]:
     rows = collect(sweep_dir)
     failed = [r for r in rows if r["status"] != "finished"]
-    atomic_write_json(sweep_dir / "summary.json", {"jobs": len(rows), "failed": len(failed), "rows": rows})
+    actions = {a: sum(r.get("action") == a for r in rows) for a in ("new", "resume", "rerun", "reused", "refused")}
+    atomic_write_json(sweep_dir / "summary.json", {"jobs": len(rows), "failed": len(failed), "actions": actions,
+                                                   "rows": rows})
     atomic_write_text(sweep_dir / "summary.md", markdown(rows))
     return rows
 
@@ -73,6 +90,10 @@ class SweepSummary(Callback):
             return
         rows = write_summary(sweep_dir)
         failed = [r for r in rows if r["status"] != "finished"]
-        print(f"sweep summary: {len(rows) - len(failed)} of {len(rows)} jobs finished; {sweep_dir / 'summary.md'}")
+        done = {a: sum(r.get("action") == a for r in rows) for a in ("reused", "resume", "rerun", "new", "refused")}
+        this_run = ", ".join(f"{n} {'resumed' if a == 'resume' else a}" for a, n in done.items() if n)
+        print(f"sweep summary: {len(rows) - len(failed)} of {len(rows)} jobs finished ({this_run}); "
+              f"{sweep_dir / 'summary.md'}")
         for r in failed:
-            print(f"  job {r['job']} ({' '.join(r['overrides'])}): {r['status']}: {r['error']}")
+            far = f" at {r['how_far']}" if r.get("how_far") else ""
+            print(f"  job {r['job']} ({' '.join(r['overrides'])}): {r['status']}{far}: {r['error']}")

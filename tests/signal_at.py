@@ -3,6 +3,7 @@ the process <signal> (TERM, USR2, ...) at a chosen point, from inside, so the ki
   step <n>        when optimizer step n+1 starts (the forward/backward of that step has not run yet)
   validation <n>  when the n-th validation batch of the run starts
   setup 0         while the data is read (before the model loads and before the first step)
+In a multirun, SIGNAL_AT_JOB=<k> limits it to job k.
 """
 
 import os
@@ -16,7 +17,17 @@ def main() -> None:
     where, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     sys.argv = [sys.argv[0], *sys.argv[4:]]
     signum = getattr(signal, f"SIG{name}")
-    fire = lambda: os.kill(os.getpid(), signum)  # noqa: E731
+
+    def fire() -> bool:
+        job = os.environ.get("SIGNAL_AT_JOB")
+        if job is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.get().job.num != int(job):
+                return False
+        os.kill(os.getpid(), signum)
+        return True
+
     if where == "setup":
         from idspam.data import TaskDataModule
 
@@ -35,8 +46,7 @@ def main() -> None:
 
         def at(self, trainer, pl_module, batch, batch_idx, *rest):
             if where == "step" and trainer.global_step == n and not seen["n"]:
-                seen["n"] = 1
-                fire()
+                seen["n"] = fire()
             if where == "validation" and not trainer.sanity_checking:
                 seen["n"] += 1
                 if seen["n"] == n:
