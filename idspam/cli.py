@@ -23,7 +23,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # an option is named in full, or it is unknown
         super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        """An unknown option is named first, before a missing argument (`idspam-report --nope`)."""
+        args = list(sys.argv[1:] if args is None else args)
+        known = {s for action in self._actions for s in action.option_strings}
+        for arg in args:
+            if arg == "--":
+                break
+            if arg.startswith("--") and arg.split("=", 1)[0] not in known:
+                self.error(f"unrecognized arguments: {arg.split('=', 1)[0]}")
+        return super().parse_args(args, namespace)
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")

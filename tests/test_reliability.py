@@ -147,7 +147,7 @@ def test_adapter_on_a_backbone_of_other_shapes_is_refused(compose_cfg, tmp_path,
 @pytest.mark.parametrize("args, message", [
     ([], "idspam-predict: error: the following arguments are required: adapter"),
     (["/nowhere", "--input", "x"], "adapter '/nowhere' does not exist"),
-    (["x", "--adaptor", "y"], "idspam-predict: error: unrecognized arguments: --adaptor y"),
+    (["x", "--adaptor", "y"], "idspam-predict: error: unrecognized arguments: --adaptor"),
 ])
 def test_predict_arguments_are_checked(args, message, capsys):
     from idspam.predict import main as predict_main

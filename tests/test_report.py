@@ -166,7 +166,7 @@ def test_report_cli_names_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path), "--colour", "red"])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err == ("idspam-report: error: unrecognized arguments: --colour red "
+    assert capsys.readouterr().err == ("idspam-report: error: unrecognized arguments: --colour "
                                        "(see idspam-report --help)\n")
 
 
