@@ -79,7 +79,7 @@ def build_row(name: str, kind: str, options: dict, args: dict, shared: dict) -> 
     from .backbone import load_backbone
     from .heads import ClassificationHead
     from .injection import PromptInjectedEncoder
-    from .lower_cache import LowerCache
+    from .lower_cache import LowerCache, reads_embedding_output
     from .methods import build_method, method_config
     from .model import PromptModel
 
@@ -133,10 +133,12 @@ def build_row(name: str, kind: str, options: dict, args: dict, shared: dict) -> 
         model = PromptModel(encoder, method, ClassificationHead(encoder.hidden_size, 2).to(device),
                             options["layer"]).train()
         if options.get("cache"):  # epochs >= 2: every example's lower-stack output is already cached
-            model.lower_cache = LowerCache(len(labels), batch["input_ids"].shape[1], encoder.hidden_size,
-                                           options["layer"] == 0)
+            lengths = batch["attention_mask"].sum(1).tolist()
+            model.lower_cache = LowerCache(lengths, encoder.hidden_size, embeddings_are_hidden=options["layer"] == 0,
+                                           store_embeddings=options["layer"] > 0 and reads_embedding_output(cfg))
             with torch.no_grad():
                 model({**batch, "index": shared["index"]})
+            shared["cache_bytes_per_token"] = model.lower_cache.nbytes() / sum(lengths)  # reported beside the table
         full = {**batch, "index": shared["index"]} if options.get("cache") else batch
         forward = lambda: nn.functional.cross_entropy(model(full).float(), labels)  # noqa: E731
 

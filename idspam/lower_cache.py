@@ -1,19 +1,47 @@
 """`cache_lower=true`: the frozen lower stack's output for each training example, computed once.
 
-With the backbone frozen and in eval mode (no dropout), the hidden states entering layer m (and the
-embedding output the generator may read) are the same in every epoch. The first epoch computes
-them and stores each example's real-token rows; later epochs re-pad them into the batch and skip
-the lower stack entirely. Padding positions are never attended to, so the results are unchanged.
+With the backbone frozen and in eval mode (no dropout), the hidden states entering layer m are the
+same in every epoch. The first epoch computes them and stores each example's real-token rows; later
+epochs scatter them back into the batch (by its attention mask, so either padding side works) and
+skip the lower stack. Padding positions are never attended to, so the results are unchanged.
 
-Storage: in memory when the estimate fits `cache_lower_memory_gb`, otherwise two memory-mapped
-files under `<cache_dir>/lower/<key>/`, where the key covers the backbone, the layer, the
-tokenisation settings and the training data, so any change starts a fresh cache. The trade-off:
-no dropout below m (the backbone must be in eval mode, the default `model.backbone_mode=eval`).
+Layout (compact): one flat `(real tokens of the training set, hidden)` array per stored part; example
+i owns rows `offsets[i] : offsets[i] + lengths[i]`, known before the first batch from the tokenised
+split. Only what a method reads is stored: the hidden states entering m. The word embeddings are
+recomputed from the ids (`LowerStates.word_embeddings`); the embedding output is stored as a second
+part only for a method that reads it at m > 0 (ID-SPAM with `embedding_source=full`; at m = 0 it is
+the hidden state itself). The storage dtype is the backbone's compute dtype by default (exact), or
+bfloat16 / float16 (half the bytes).
+
+In memory (`cache_lower_memory_gb`; on a GPU run in pinned host memory, or on the GPU itself with
+`cache_lower_device=gpu` when it fits), else on disk under `<cache_dir>/lower/<key>/`:
+
+    meta.json    what the key covers, the layout, sizes (written last when the folder is created)
+    lengths.npy  real tokens per example (offsets are their cumulative sum)
+    hidden.bin   raw rows (preallocated, sparse), `embeddings.bin` likewise when stored
+    rows.log     journal of complete rows: 16-byte records (index, index ^ MAGIC); a torn one is padded
+    .create.lock held while the layout is created (one creator)
+    .lock        every process using the cache holds it shared (`idspam.cache clear` skips a cache in use)
+
+Crash safety: rows are written into the memory map without a per-batch flush; every
+`flush_mb` of new rows (and at the end of each epoch, and when the cache becomes complete) the map is
+flushed (msync) and only then are the rows' indices appended to the journal, under an exclusive
+lock, with fsync. Readers trust only journaled rows (a torn last record fails its check), so a killed
+run never reads a row that was not fully written: it recomputes the rows it had not published.
+Several processes (DDP ranks, jobs) share one cache: the layout is created once under the lock and
+published by atomic renames; a process missing a row first re-reads the journal (rows another
+process published are read, not recomputed), never overwrites a published row, and DDP ranks
+publish their rows and meet at a barrier at the end of every epoch (`PromptTuningModule`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import logging
 import os
+import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -21,52 +49,265 @@ import torch
 
 from .injection import LowerStates
 
+log = logging.getLogger(__name__)
+
+MAGIC = 0x1D5BA7C0FFEE1234
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+RAW = {4: np.int32, 2: np.int16}  # the files hold raw bits; torch views them as the storage dtype
+FORMAT = 2  # of the on-disk layout; part of the key
+
+
+class CachedLowerStates(LowerStates):
+    """LowerStates from the cache. The embedding output, when the cache does not hold it, raises a
+    clear error instead of handing out a wrong tensor (the cache was built for a method that does
+    not read it)."""
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        if self._embeddings is None:
+            raise RuntimeError("this lower-stack cache does not hold the embedding output (its method was declared not "
+                               "to read it: see lower_cache.reads_embedding_output)")
+        return self._embeddings
+
+    @embeddings.setter
+    def embeddings(self, value: torch.Tensor | None) -> None:
+        self._embeddings = value
+
+
+def reads_embedding_output(method_cfg) -> bool:
+    """Does the method read `LowerStates.embeddings` (the embedding output) at m > 0? Unknown methods: yes."""
+    name = getattr(method_cfg, "name", "")
+    if name.startswith("idspam"):
+        return getattr(method_cfg, "embedding_source", "word") == "full"
+    return name not in ("lpt", "smop", "prompt_tuning", "ptuning")
+
 
 class LowerCache:
-    def __init__(self, num_examples: int, max_length: int, hidden_size: int, same_tensor: bool,
-                 folder: Path | None = None):
-        """`same_tensor`: at m = 0 the hidden states are the embedding output; store them once."""
-        self.same = same_tensor
-        self.lengths = np.zeros(num_examples, dtype=np.int32)  # 0: not cached yet
-        shape = (num_examples, max_length, hidden_size)
-        parts = ("hidden",) if same_tensor else ("hidden", "embeddings")
-        if folder is None:
-            self.store = {p: torch.zeros(shape) for p in parts}
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            lengths = folder / "lengths.npy"
-            if lengths.is_file():
-                self.lengths = np.load(lengths)
-            self.lengths_file = lengths
-            self.memmaps = {p: np.lib.format.open_memmap(
-                folder / f"{p}.npy", mode="r+" if (folder / f"{p}.npy").is_file() else "w+",
-                dtype=np.float32, shape=shape) for p in parts}
-            self.store = {p: torch.from_numpy(m) for p, m in self.memmaps.items()}
-        self.folder = folder
+    def __init__(self, lengths, hidden_size: int, *, embeddings_are_hidden: bool = False,
+                 store_embeddings: bool = False, dtype: torch.dtype = torch.float32, folder: Path | None = None,
+                 device: str = "auto", meta: dict | None = None, flush_mb: float = 256.0):
+        """`lengths`: real tokens of each training example. `embeddings_are_hidden`: m = 0, the hidden
+        states are the embedding output. `store_embeddings`: keep the embedding output too (m > 0).
+        `device` (memory only): auto (host memory, pinned when the model is on a GPU), cpu, gpu (on the
+        model's GPU when it fits, else pinned host memory)."""
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        self.tokens, self.hidden_size, self.dtype = int(self.offsets[-1]), hidden_size, dtype
+        self.same = embeddings_are_hidden
+        self.parts = ("hidden", "embeddings") if store_embeddings and not embeddings_are_hidden else ("hidden",)
+        self.present = np.zeros(len(self.lengths), dtype=bool)
+        self.folder, self.device_option = folder, device
+        self.flush_bytes = int(flush_mb * 2**20)
+        self._closed = False
+        self._pending: list[np.ndarray] = []
+        self._pending_bytes = 0
+        self.store: dict[str, torch.Tensor] = {}
+        if folder is not None:
+            self._open_folder(folder, meta or {})
+
+    # ------------------------------------------------------------------ sizes
+
+    @property
+    def bytes_per_token(self) -> int:
+        return self.hidden_size * self.dtype.itemsize * len(self.parts)
+
+    def nbytes(self) -> int:
+        """Bytes the cache occupies (rows, lengths; journal on disk)."""
+        total = self.tokens * self.bytes_per_token + self.lengths.nbytes
+        if self.folder is not None and (self.folder / "rows.log").is_file():
+            total += (self.folder / "rows.log").stat().st_size
+        return total
+
+    # ------------------------------------------------------------------ disk layout
+
+    def _open_folder(self, folder: Path, meta: dict) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # held while in use: `idspam.cache clear` skips this cache
+        create = os.open(folder / ".create.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(create, fcntl.LOCK_EX)  # one creator; the others wait, then open its layout
+            if not (folder / "meta.json").is_file():
+                self._create(folder, meta)
+            self._check(folder)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        finally:
+            os.close(create)  # releases the creation lock
+        raw = RAW[self.dtype.itemsize]
+        self.memmaps = {p: np.memmap(folder / f"{p}.bin", dtype=raw, mode="r+", shape=(self.tokens, self.hidden_size))
+                        for p in self.parts}
+        self.store = {p: torch.from_numpy(m).view(self.dtype) for p, m in self.memmaps.items()}
+        self._journal = os.open(folder / "rows.log", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._journal_pos = 0
+        self.refresh()
+        log.info("cache_lower: %d of %d rows already in %s", int(self.present.sum()), len(self.present), folder)
+        self._finalizer = weakref.finalize(self, LowerCache._close, self._flush_args(), self._lock_fd, self._journal)
+
+    def _create(self, folder: Path, meta: dict) -> None:
+        for part in self.parts:  # sparse preallocation: no bytes written until rows arrive
+            tmp = folder / f".{part}.bin.tmp"
+            with open(tmp, "wb") as f:
+                f.truncate(self.tokens * self.hidden_size * self.dtype.itemsize)
+            os.replace(tmp, folder / f"{part}.bin")
+        np.save(folder / ".lengths.tmp.npy", self.lengths)
+        os.replace(folder / ".lengths.tmp.npy", folder / "lengths.npy")
+        (folder / "rows.log").unlink(missing_ok=True)  # a journal of an older, unfinished layout
+        info = {**meta, "format": FORMAT, "rows": len(self.lengths), "tokens": self.tokens,
+                "hidden_size": self.hidden_size, "dtype": str(self.dtype).removeprefix("torch."),
+                "parts": list(self.parts), "bytes": self.tokens * self.bytes_per_token, "created": time.time()}
+        tmp = folder / ".meta.json.tmp"
+        tmp.write_text(json.dumps(info, indent=1, default=str))
+        os.replace(tmp, folder / "meta.json")  # last: the marker of a complete layout
+
+    def _check(self, folder: Path) -> None:
+        info = json.loads((folder / "meta.json").read_text())
+        mine = {"rows": len(self.lengths), "tokens": self.tokens, "hidden_size": self.hidden_size,
+                "dtype": str(self.dtype).removeprefix("torch."), "parts": list(self.parts)}
+        theirs = {k: info.get(k) for k in mine}
+        if theirs != mine or not np.array_equal(np.load(folder / "lengths.npy"), self.lengths):
+            raise RuntimeError(f"the lower-stack cache in {folder} holds {theirs}, this run needs {mine} (or other "
+                               "lengths); remove it: python -m idspam.cache clear --key " + folder.name)
+        os.utime(folder / "meta.json")  # last use, for `idspam.cache list` / `clear --older-than`
+
+    def refresh(self) -> None:
+        """Mark the rows other processes (or an earlier run) published since the last look."""
+        if self.folder is None or self._closed:
+            return
+        size = os.fstat(self._journal).st_size
+        end = self._journal_pos + (size - self._journal_pos) // 16 * 16
+        if end <= self._journal_pos:
+            return
+        records = np.frombuffer(os.pread(self._journal, end - self._journal_pos, self._journal_pos),
+                                dtype=np.uint64).reshape(-1, 2)
+        good = (records[:, 0] ^ np.uint64(MAGIC)) == records[:, 1]
+        index = records[good, 0].astype(np.int64)
+        self.present[index[(index >= 0) & (index < len(self.present))]] = True
+        self._journal_pos = end
+
+    def _flush_args(self) -> dict:
+        return {"memmaps": getattr(self, "memmaps", {}), "journal": getattr(self, "_journal", None),
+                "pending": self._pending}
+
+    @staticmethod
+    def _publish(memmaps: dict, journal: int | None, pending: list) -> None:
+        if not pending or journal is None:
+            pending.clear()
+            return
+        for m in memmaps.values():
+            m.flush()  # the rows reach the file before the journal names them
+        index = np.concatenate(pending).astype(np.uint64)
+        records = np.stack([index, index ^ np.uint64(MAGIC)], axis=1).tobytes()
+        fcntl.flock(journal, fcntl.LOCK_EX)
+        try:
+            torn = os.fstat(journal).st_size % 16  # a writer killed inside its write: pad that record (it fails
+            if torn:                                # its check) so that the records after it stay aligned
+                os.write(journal, b"\0" * (16 - torn))
+            os.write(journal, records)
+            os.fsync(journal)
+        finally:
+            fcntl.flock(journal, fcntl.LOCK_UN)
+        pending.clear()
+
+    @staticmethod
+    def _close(args: dict, lock_fd: int, journal: int) -> None:
+        try:
+            LowerCache._publish(**args)
+        finally:
+            os.close(journal)
+            os.close(lock_fd)
+
+    def flush(self) -> None:
+        """Publish the rows written since the last flush (disk); the module calls it at every epoch end."""
+        if self.folder is not None and not self._closed:
+            self._publish(**self._flush_args())
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def close(self) -> None:
+        """Publish what is pending and release the files; the rows stay readable, nothing more is written."""
+        if self.folder is not None and self._finalizer.alive:
+            self._finalizer()
+            self._closed = True
+
+    # ------------------------------------------------------------------ rows
+
+    def _positions(self, idx: np.ndarray) -> torch.Tensor:
+        """Flat row numbers of these examples' tokens, example after example."""
+        lengths = self.lengths[idx]
+        starts = self.offsets[idx]
+        shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        return torch.from_numpy(shift + np.arange(int(lengths.sum()), dtype=np.int64))
+
+    def _allocate(self, device: torch.device) -> None:
+        """Memory store, on first use (then the model's device is known)."""
+        shape = (self.tokens, self.hidden_size)
+        need = self.tokens * self.bytes_per_token
+        if self.device_option == "gpu" and device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if need < 0.5 * free:
+                self.store = {p: torch.zeros(shape, dtype=self.dtype, device=device) for p in self.parts}
+                return
+            log.warning("cache_lower_device=gpu: %.2f GB do not fit (%.2f GB free): pinned host memory instead",
+                        need / 2**30, free / 2**30)
+        pin = device.type == "cuda" and self.device_option != "cpu"
+        self.store = {p: torch.zeros(shape, dtype=self.dtype, pin_memory=pin) for p in self.parts}
 
     def has(self, index: torch.Tensor) -> bool:
-        return bool((self.lengths[index.cpu().numpy()] > 0).all())
+        idx = index.cpu().numpy()
+        if self.present[idx].all():
+            if self._pending_bytes:  # a row this process wrote is read again: its first pass is over
+                self.flush()
+            return True
+        self.refresh()
+        return bool(self.present[idx].all())
 
     def put(self, index: torch.Tensor, states: LowerStates) -> None:
-        lengths = states.attention_mask.sum(1).cpu().numpy()
-        for row, (i, n) in enumerate(zip(index.cpu().numpy(), lengths, strict=True)):
-            self.store["hidden"][i, :n] = states.hidden[row, :n].detach().float().cpu()
-            if not self.same:
-                self.store["embeddings"][i, :n] = states.embeddings[row, :n].detach().float().cpu()
-            self.lengths[i] = n
-        if self.folder is not None:  # rows on disk first, then the lengths that mark them present (atomically)
-            for m in self.memmaps.values():
-                m.flush()
-            tmp = self.lengths_file.with_name(".lengths.tmp.npy")
-            np.save(tmp, self.lengths)
-            os.replace(tmp, self.lengths_file)
+        idx = index.cpu().numpy()
+        mask = states.attention_mask.bool()
+        real = mask.sum(1).cpu().numpy()
+        if not np.array_equal(real, self.lengths[idx]):
+            raise RuntimeError(f"cache_lower: the batch's real tokens {real.tolist()} differ from the training split's "
+                               f"{self.lengths[idx].tolist()} for examples {idx.tolist()}")
+        if not self.store:
+            self._allocate(states.hidden.device)
+        self.refresh()
+        new = ~self.present[idx]  # never overwrite a published row (another process may be reading it)
+        if not new.any() or self._closed:
+            return
+        sources = {"hidden": states.hidden, "embeddings": states.embeddings}
+        keep = torch.from_numpy(np.repeat(new, real)).to(mask.device)
+        pos = self._positions(idx[new])
+        for part in self.parts:
+            rows = sources[part].detach()[mask][keep].to(self.dtype)
+            store = self.store[part]
+            store.index_copy_(0, pos.to(store.device), rows.to(store.device))
+        self.present[idx[new]] = True
+        if self.folder is not None:
+            self._pending.append(idx[new].copy())
+            self._pending_bytes += len(pos) * self.bytes_per_token
+            if self._pending_bytes >= self.flush_bytes or self.present.all():
+                self.flush()
 
     def get(self, index: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoder,
             dtype: torch.dtype) -> LowerStates:
-        L = input_ids.shape[1]
-        rows = index.cpu()
+        idx = index.cpu().numpy()
         device = input_ids.device
-        hidden = self.store["hidden"][rows, :L].to(device=device, dtype=dtype)
-        embeddings = hidden if self.same else self.store["embeddings"][rows, :L].to(device=device, dtype=dtype)
-        return LowerStates(input_ids, attention_mask, embeddings, hidden, _encoder=encoder)
-
+        mask = attention_mask.bool()
+        pos = self._positions(idx)
+        out = {}
+        for part in self.parts:
+            store = self.store[part]
+            if store.device.type == "cpu" and device.type == "cuda":  # gather into pinned memory, copy async
+                rows = torch.empty((len(pos), self.hidden_size), dtype=self.dtype, pin_memory=True)
+                torch.index_select(store, 0, pos, out=rows)
+                rows = rows.to(device, non_blocking=True)
+            else:
+                rows = store.index_select(0, pos.to(store.device)).to(device)
+            dense = torch.zeros((*mask.shape, self.hidden_size), dtype=dtype, device=device)
+            dense[mask] = rows.to(dtype)
+            out[part] = dense
+        hidden = out["hidden"]
+        embeddings = hidden if self.same else out.get("embeddings")
+        return CachedLowerStates(input_ids, attention_mask, embeddings, hidden, _encoder=encoder)

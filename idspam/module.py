@@ -70,6 +70,17 @@ class PromptTuningModule(L.LightningModule):
             loss = loss + aux
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        cache = self.model.lower_cache
+        if cache is not None:  # publish this process's new cache rows; DDP ranks read each other's next epoch
+            cache.flush()
+            if self.trainer.world_size > 1:
+                self.trainer.strategy.barrier("lower_cache")
+
+    def on_fit_end(self) -> None:
+        if self.model.lower_cache is not None:  # publish, release the files (a multirun's next job opens its own)
+            self.model.lower_cache.close()
+
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         logits = self(batch)
         split = self.eval_splits[dataloader_idx]

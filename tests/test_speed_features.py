@@ -24,7 +24,10 @@ def test_cached_lower_stack_gives_the_same_step(name, layer, tiny_backbone):
         model.method.eval()  # no dropout in the prompt or the head: compare the computation, not random draws
         model.head.eval()
         if cached:
-            model.lower_cache = LowerCache(3, 16, 32, same_tensor=model.layer == 0)
+            lengths = torch.zeros(3, dtype=torch.long)
+            lengths[batch["index"]] = batch["attention_mask"].sum(1)
+            model.lower_cache = LowerCache(lengths.tolist(), 32, embeddings_are_hidden=model.layer == 0,
+                                           store_embeddings=True)
             model(batch)  # the first pass fills the cache
             assert model.lower_cache.has(batch["index"])
         out = model(batch)
