@@ -3,6 +3,7 @@ PYTHON ?= python3
 .PHONY: install test test-fast lint demo params bench report repro-cpu
 
 ## install: torch 2.13.0 first (the CPU build where one is on disk), then the project, editable, with dev extras
+## (and the console commands idspam-run, idspam-report, idspam-predict, idspam-bench, idspam-params)
 install:
 	$(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -22,15 +23,16 @@ lint:
 demo:
 	$(PYTHON) -m idspam.run
 
-## params: trainable parameters per method (roberta_base, roberta_large) beside the paper's Table 12
+## params: trainable parameters per method (roberta_base, roberta_large) beside the paper's Table 12; ARGS="--model minilm"
 params:
 	$(PYTHON) -m idspam.params $(ARGS)
 
-## bench: training speed and memory of every method against PEFT (roberta_base shapes, CPU); ARGS="device=cuda ..."
+## bench: training speed and memory of every method against PEFT (roberta_base shapes, CPU); ARGS="--device cuda ..."
 bench:
 	$(PYTHON) -m idspam.bench $(ARGS)
 
-## report: tables (and the layer figure) of sweeps beside the paper's numbers; SWEEPS defaults to the newest sweep
+## report: tables (and the layer figure) of sweeps beside the paper's numbers; SWEEPS defaults to the newest sweep;
+## ARGS="--format md csv json --reference roberta_base"
 SWEEPS ?= $(shell ls -td outputs/multiruns/*/*/ 2>/dev/null | head -1)
 report:
 	$(PYTHON) -m idspam.report $(SWEEPS) $(ARGS)
@@ -44,4 +46,4 @@ repro-cpu:
 	$(PYTHON) -m idspam.run -m experiment=cpu_layer_sweep hydra.sweep.dir=outputs/multiruns/cpu_layer_sweep/$(STAMP)
 	$(PYTHON) experiments/archive_sweep.py outputs/multiruns/cpu_repro/$(STAMP) $(RESULTS)/sweeps/cpu_repro
 	$(PYTHON) experiments/archive_sweep.py outputs/multiruns/cpu_layer_sweep/$(STAMP) $(RESULTS)/sweeps/cpu_layer_sweep
-	$(PYTHON) -m idspam.report $(RESULTS)/sweeps/cpu_repro $(RESULTS)/sweeps/cpu_layer_sweep out=$(RESULTS) reference=roberta_base
+	$(PYTHON) -m idspam.report $(RESULTS)/sweeps/cpu_repro $(RESULTS)/sweeps/cpu_layer_sweep --out $(RESULTS) --reference roberta_base

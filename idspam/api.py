@@ -92,15 +92,16 @@ def run_config(config: dict):
     )
 
 
-def load_adapter(folder: str | Path, device: str | torch.device = "cpu") -> Predictor:
+def load_adapter(folder: str | Path, device: str | torch.device = "cpu", labels: Sequence[str] | None = None
+                 ) -> Predictor:
     """A Predictor for an adapter folder: one written by `idspam-run` (PEFT format for ID-SPAM, LPT, prompt
     tuning, P-tuning and LoRA; idspam's format for the other methods; the earlier `idspam-adapter/1` format), or
     a PEFT adapter of a `*ForSequenceClassification` model saved with `save_pretrained` (its base model is read
-    from `base_model_name_or_path`, its labels from the model config)."""
+    from `base_model_name_or_path`; its label names are `labels`, else the base model config's id2label)."""
     from .adapter import adapter_kind
 
     if adapter_kind(folder) == "peft":
-        return _load_peft_classifier(Path(folder).expanduser(), device)
+        return _load_peft_classifier(Path(folder).expanduser(), device, labels)
     return _load_run_adapter(Path(folder).expanduser(), device)
 
 
@@ -130,7 +131,7 @@ def _load_run_adapter(folder: Path, device) -> Predictor:
     return Predictor(model, data.tokenize, data.collate, spec.label_names, spec.is_regression, config)
 
 
-def _load_peft_classifier(folder: Path, device) -> Predictor:
+def _load_peft_classifier(folder: Path, device, labels: Sequence[str] | None) -> Predictor:
     """A PEFT adapter folder of a sequence classifier (e.g. trained with the HF Trainer)."""
     import json
 
@@ -145,10 +146,11 @@ def _load_peft_classifier(folder: Path, device) -> Predictor:
         raise UserError(f"adapter {str(folder)!r} is a PEFT adapter with task_type={config.get('task_type')!r} and "
                         f"base model {base_path!r}; load_adapter reads sequence classifiers (SEQ_CLS) whose base "
                         "model path is in adapter_config.json")
-    base = AutoModelForSequenceClassification.from_pretrained(base_path)
+    options = {"num_labels": len(labels)} if labels else {}
+    base = AutoModelForSequenceClassification.from_pretrained(base_path, **options)
     model = PeftModel.from_pretrained(base, str(folder)).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    labels = tuple(base.config.id2label[i] for i in range(base.config.num_labels))
+    labels = tuple(labels or (base.config.id2label[i] for i in range(base.config.num_labels)))
     regression = base.config.problem_type == "regression" or base.config.num_labels == 1
     token_types = getattr(base.config, "type_vocab_size", 0) > 1
     tokenize = Tokenize(tokenizer, tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 512,

@@ -235,12 +235,16 @@ class PromptInjectionLayer(nn.Module, BaseTunerLayer):
         return active[0] if active else None
 
     def forward_backbone(self, adapter: str, input_ids, attention_mask, token_type_ids, kwargs: dict):
-        from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPoolingAndCrossAttentions
+        from transformers.modeling_outputs import (BaseModelOutputWithPastAndCrossAttentions,
+                                                 BaseModelOutputWithPoolingAndCrossAttentions)
 
-        for key in ("inputs_embeds", "position_ids", "past_key_values"):
-            if kwargs.get(key) is not None:
-                raise UserError(f"{key} is not supported with an idspam prompt adapter active (pass input_ids; "
-                                "generate(..., use_cache=False))")
+        if kwargs.get("inputs_embeds") is not None:
+            raise UserError("inputs_embeds is not supported with an idspam prompt adapter active: pass input_ids")
+        cache = kwargs.get("past_key_values")
+        if cache is not None and (not hasattr(cache, "get_seq_length") or cache.get_seq_length() > 0):
+            raise UserError("a KV cache is not supported with an idspam prompt adapter active (the prompt depends on "
+                            "the whole input): generate(..., use_cache=False), the default after wrapping")
+        # position_ids / cache_position: the engine places the real tokens itself, from the attention mask
         if input_ids is None:
             raise UserError("an idspam prompt adapter needs input_ids (not inputs_embeds)")
         if attention_mask is None:
@@ -253,7 +257,7 @@ class PromptInjectionLayer(nn.Module, BaseTunerLayer):
         pooler = getattr(backbone, "pooler", None)
         if pooler is not None:
             return BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=hidden, pooler_output=pooler(hidden))
-        return BaseModelOutputWithPast(last_hidden_state=hidden)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden)
 
 
 def _attach(backbone: nn.Module, prompt_positions: str = "before") -> PromptInjectionLayer:
@@ -337,6 +341,10 @@ class PromptInjectionModel(BaseTuner):
         set_additional_trainable_modules(model=model, peft_config=config, model_config=BaseTuner.get_model_config(self),
                                          adapter_name=adapter_name, activate_adapter=adapter_name in self.active_adapters)
         backbone.train(backbone.training)  # apply backbone_mode now
+        generation = getattr(model, "generation_config", None)
+        if generation is not None and getattr(generation, "use_cache", None) is not False:
+            self._use_cache = generation.use_cache  # generate() recomputes the whole sequence each step
+            generation.use_cache = False
 
     def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
         """Freeze everything but the prompt methods (whose requires_grad `set_adapter` sets) and PEFT's auxiliary
@@ -374,8 +382,10 @@ class PromptInjectionModel(BaseTuner):
                         "use unload() to get the base model back")
 
     def unload(self) -> nn.Module:
-        """The base model without the prompt layer, its forward restored."""
+        """The base model without the prompt layer, its forward (and generation's use_cache) restored."""
         _detach(backbone_of(self.model))
+        if hasattr(self, "_use_cache"):
+            self.model.generation_config.use_cache = self._use_cache
         return self.model
 
     def delete_adapter(self, adapter_name: str) -> None:

@@ -34,6 +34,8 @@ def build_parser():
     parser.add_argument("--output", default="-", help="JSONL file to write; - (the default): stdout")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="inputs per forward pass (default 64)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1...")
+    parser.add_argument("--labels", nargs="+", metavar="NAME",
+                        help="a PEFT adapter's class names, in order (default: its base model's id2label)")
     parser.add_argument("--text-column", dest="text_columns", action="append", metavar="NAME",
                         help="a PEFT adapter's input text column (repeat for pairs; default: sentence); "
                              "idspam-run adapters read their task's columns")
@@ -67,12 +69,12 @@ def task_spec(predictor, text_columns: list[str] | None):
 
 
 def predict(adapter: str, input_: str = "-", batch_size: int = 64, device: str = "cpu",
-            text_columns: list[str] | None = None) -> list[dict]:
+            text_columns: list[str] | None = None, labels: list[str] | None = None) -> list[dict]:
     """One output record per input row (see the module's doc)."""
     from .api import load_adapter
     from .tasks import read_inputs
 
-    predictor = load_adapter(adapter, device)
+    predictor = load_adapter(adapter, device, labels)
     spec = task_spec(predictor, text_columns)
     path, holder = input_path(input_)
     try:
@@ -97,7 +99,7 @@ def predict(adapter: str, input_: str = "-", batch_size: int = 64, device: str =
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        outputs = predict(args.adapter, args.input, args.batch_size, args.device, args.text_columns)
+        outputs = predict(args.adapter, args.input, args.batch_size, args.device, args.text_columns, args.labels)
         text = "".join(json.dumps(o) + "\n" for o in outputs)
         if args.output == "-":
             sys.stdout.write(text)

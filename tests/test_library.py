@@ -304,3 +304,74 @@ def test_adapter_format_per_method(method, compose_cfg, tmp_path):
     accuracy = sum(p["prediction"] == r["label"] for p, r in zip(predictions, dev, strict=True)) / len(dev)
     assert accuracy == pytest.approx(results["best"]["metrics"]["validation/accuracy"], abs=1e-6)
     same_logits_as_the_run(predictor, run_model, [r["sentence"] for r in dev])
+
+
+def test_readme_python_example_runs_as_written(tmp_path):
+    """The complete example of the README's "Use it from Python", run as a script in an empty folder."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use it from Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "get_peft_model(" in code and "Trainer(" in code and "PeftModel.from_pretrained(" in code
+    (tmp_path / "example.py").write_text(code)
+    proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    accuracy = float(re.search(r"dev accuracy (\d\.\d+) on 118 sentences", proc.stdout).group(1))
+    assert accuracy > 0.6  # the demo set's dev sentences, after two epochs
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "'prediction': 'positive'" in proc.stdout.splitlines()[-1]
+
+
+DECODERS = {
+    "gpt2": dict(vocab_size=100, n_embd=32, n_layer=4, n_head=2, n_positions=64),
+    "llama": dict(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=64, max_position_embeddings=64),
+}
+
+
+@pytest.mark.parametrize("model_type", list(DECODERS))
+def test_decoders_classify_reload_and_generate(model_type, tmp_path):
+    """Tiny random GPT-2 and Llama: a sequence classifier (reload, disable_adapter), and a causal LM whose generate
+    (no KV cache: the prompt depends on the whole input) is the greedy decoding of the prompted model."""
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    config = AutoConfig.for_model(model_type, **DECODERS[model_type], pad_token_id=0, num_labels=2)
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_config(config).eval()
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    mask = (ids > 0).long()
+    with torch.no_grad():
+        plain = base(input_ids=ids, attention_mask=mask).logits
+    model = get_peft_model(base, idspam.IDSPAMConfig(layer=2, prompt_length=3, bottleneck=8)).eval()
+    with torch.no_grad():
+        prompted = model(input_ids=ids, attention_mask=mask).logits
+        with model.disable_adapter():
+            assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, plain)
+    assert not torch.allclose(prompted, plain)
+    model.save_pretrained(str(tmp_path / "adapter"))
+    again = AutoModelForSequenceClassification.from_config(config)
+    again.load_state_dict(state)
+    reloaded = PeftModel.from_pretrained(again, str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids, attention_mask=mask).logits, prompted)
+
+    torch.manual_seed(0)
+    lm = get_peft_model(AutoModelForCausalLM.from_config(config), idspam.LPTConfig(layer=1, bottleneck=8)).eval()
+    with torch.no_grad():
+        generated = lm.generate(input_ids=ids[:1], attention_mask=mask[:1], max_new_tokens=4, do_sample=False,
+                                pad_token_id=0)
+        greedy = ids[:1]
+        for _ in range(4):
+            greedy = torch.cat([greedy, lm(input_ids=greedy).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        with lm.disable_adapter():
+            unprompted = lm(input_ids=greedy).logits
+        assert not torch.allclose(unprompted, lm(input_ids=greedy).logits)
+    assert torch.equal(generated, greedy)
