@@ -71,7 +71,6 @@ from peft import PeftConfig  # noqa: E402 - after the version check, which names
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer  # noqa: E402
 from peft.utils.other import set_additional_trainable_modules  # noqa: E402
 
-
 # ---------------------------------------------------------------------------------------------- configs
 
 @dataclass
@@ -235,8 +234,10 @@ class PromptInjectionLayer(nn.Module, BaseTunerLayer):
         return active[0] if active else None
 
     def forward_backbone(self, adapter: str, input_ids, attention_mask, token_type_ids, kwargs: dict):
-        from transformers.modeling_outputs import (BaseModelOutputWithPastAndCrossAttentions,
-                                                 BaseModelOutputWithPoolingAndCrossAttentions)
+        from transformers.modeling_outputs import (
+            BaseModelOutputWithPastAndCrossAttentions,
+            BaseModelOutputWithPoolingAndCrossAttentions,
+        )
 
         if kwargs.get("inputs_embeds") is not None:
             raise UserError("inputs_embeds is not supported with an idspam prompt adapter active: pass input_ids")
