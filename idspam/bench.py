@@ -225,6 +225,8 @@ def table(results: list[dict], args: dict) -> str:
                      f"{r['examples_per_second'] / anchor['examples_per_second']:.2f}x | "
                      f"{r['examples_per_second'] / inference['examples_per_second']:.2f}x | "
                      f"{'' if memory is None else f'{memory:.0f}'} | {mem_ratio} |")
+    lines += [f"\n{r['row']}: {r['cache_bytes_per_token']:.1f} cache bytes per real token"
+              for r in results if "cache_bytes_per_token" in r]
     return "\n".join(lines)
 
 
@@ -261,6 +263,9 @@ def run(args: dict) -> list[dict]:
         median = statistics.median(row.times)
         results.append({"row": row.name, "examples_per_second": b / median, "seconds_per_step": median,
                         "peak_memory_mb": memory})
+    for r in results:  # the compact cache's bytes per real token (`--e2e` reports a real data set's)
+        if "cache_lower" in r["row"] and "cache_bytes_per_token" in shared:
+            r["cache_bytes_per_token"] = shared["cache_bytes_per_token"]
     return results
 
 
@@ -288,6 +293,9 @@ def build_parser():
                        "default: every row")
     add("--seed", type=int, help=f"(default {DEFAULTS['seed']})")
     add("--memory-row", dest="memory_row", help=argparse.SUPPRESS)  # a memory_in_subprocess child
+    from .bench_e2e import add_e2e_options
+
+    add_e2e_options(parser)  # --e2e: whole training runs with and without cache_lower (bench_e2e.py)
     return parser
 
 
@@ -322,6 +330,10 @@ def main(argv: list[str] | None = None) -> None:
             row = build_row(*spec, args, shared)
             print(peak_memory_mb(row, args))  # from the loaded model: optimizer state, grads, activations
             return
+        if args.pop("e2e", None):
+            from .bench_e2e import main_e2e
+
+            return main_e2e(args)
         results = run(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
