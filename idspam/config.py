@@ -33,6 +33,8 @@ class ModelConfig:
     dtype: str = "float32"  # of the frozen backbone weights: float32 | bfloat16 | float16 (trained parts stay float32)
     padding_side: str | None = None  # right | left; null: right (heads find the last real token either way)
     prompt_positions: str = "before"  # rotary decoders: prompt position ids -t..-1 (before) or 0 (zero)
+    # the last layer computes only the position the head reads (keys and values from every token): exact, cheaper
+    prune_last_layer: bool = True
     revision: str | None = None
     trust_remote_code: bool = False
 

@@ -6,6 +6,9 @@
 - VerbalizerHead (`head=mlm`, `head=lm`): the backbone's frozen LM head read through one label word per
   class; it trains nothing. On an encoder (mlm) it reads the `<mask>` token; on a decoder (lm) the
   last real token, whose next-token logits score the label words (LPT's generative verbalizer).
+
+Each reads one position per example (`positions(batch)`, then `readout(states there)`), so the model
+can have the last layer compute only there (`model.prune_last_layer`).
 """
 
 from __future__ import annotations
@@ -38,9 +41,14 @@ class ClassificationHead(nn.Module):
         self.net = nn.Sequential(*layers)
         self.read_at = read_at
 
-    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        at = gather_positions(hidden, read_positions(batch, self.read_at))
+    def positions(self, batch: dict) -> torch.Tensor:
+        return read_positions(batch, self.read_at)
+
+    def readout(self, at: torch.Tensor) -> torch.Tensor:
         return self.net(at.to(self.net[-1].weight.dtype))
+
+    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        return self.readout(gather_positions(hidden, self.positions(batch)))
 
 
 class VerbalizerHead(nn.Module):
@@ -51,10 +59,15 @@ class VerbalizerHead(nn.Module):
         self.register_buffer("label_word_ids", torch.tensor(label_word_ids), persistent=False)
         self.read_at, self.mask_token_id, self.softcap = read_at, mask_token_id, softcap
 
-    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        at = gather_positions(hidden, read_positions(batch, self.read_at, self.mask_token_id))
+    def positions(self, batch: dict) -> torch.Tensor:
+        return read_positions(batch, self.read_at, self.mask_token_id)
+
+    def readout(self, at: torch.Tensor) -> torch.Tensor:
         logits = self.lm_head(at)[:, self.label_word_ids].float()
         if self.softcap:  # Gemma2 caps its final logits
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
+
+    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        return self.readout(gather_positions(hidden, self.positions(batch)))
 

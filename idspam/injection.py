@@ -137,13 +137,17 @@ class InjectionEngine(nn.Module):
             self.base.train(mode)
 
     def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-                   start: int, end: int) -> torch.Tensor:
-        """layers[start:end]; the masks and rotary positions are computed once for the span."""
+                   start: int, end: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """layers[start:end]; the masks and rotary positions are computed once for the span. With `rows`
+        (B,), the last layer computes only there (keys and values from every token) and (B, 1, n) returns."""
         if start >= end:
             return hidden
         context = self.layout.context(self.base, hidden, attention_mask, positions)
-        for index in range(start, end):
+        last = end - 1 if rows is not None else end
+        for index in range(start, last):
             hidden = self.layout.call(self.layers[index], index, hidden, context)
+        if rows is not None:
+            hidden = self.layout.call_at(self.layers[last], last, hidden, context, rows)
         return hidden
 
     def check_layer(self, layer: int) -> None:
@@ -186,8 +190,11 @@ class InjectionEngine(nn.Module):
         layer: int,
         prompt: torch.Tensor | None = None,
         prompt_mask: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """layers[layer:N] on [prompt ; hidden], then the final norm; the real tokens' states only."""
+        """layers[layer:N] on [prompt ; hidden], then the final norm; the real tokens' states only.
+        `rows` (B,): the one position per example a head reads (in real-token coordinates); the last layer
+        then computes only there and (B, 1, n) returns, equal to the full output at those positions."""
         positions = real_positions(attention_mask)
         t = 0
         if prompt is not None:
@@ -197,7 +204,10 @@ class InjectionEngine(nn.Module):
             hidden = torch.cat([prompt.to(hidden.dtype), hidden], dim=1)
             attention_mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask], dim=1)
             positions = torch.cat([self.prompt_position_ids(t, positions), positions], dim=1)
-        hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers)[:, t:]
+        if rows is not None:
+            hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers, rows + t)
+        else:
+            hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers)[:, t:]
         norm = self.layout.final_norm(self.base)
         return norm(hidden) if norm is not None else hidden
 

@@ -8,7 +8,11 @@ layers is called; the engine owns the loop. Adding a family is adding a layout h
 - `layers(base)`, `final_norm(base)` (None for post-norm encoders);
 - `embed(base, input_ids, positions, token_type_ids, inputs_embeds)`: the embedding output;
 - `context(base, hidden, mask_2d, positions)`: what every layer of a span shares, computed once per
-  span (the masks per layer type, the rotary cos/sin), and `call(layer, i, hidden, context)`.
+  span (the masks per layer type, the rotary cos/sin), and `call(layer, i, hidden, context)`;
+- `keys_values(layer, hidden, context)`: the keys and values one layer's attention computes for every
+  token, so that the last layer can run only at the positions a head reads (`call_at`): the layer's
+  own forward runs on those rows, with the keys and values of every token handed to its attention
+  through the cache argument (`FixedKeysValues`), the rows of the masks and the rotary cos/sin.
 
 Families: BERT/RoBERTa/XLM-R style encoders (bidirectional), GPT-2 (causal, absolute positions
 added once before block 0), and Llama-style rotary decoders (Llama, Qwen2, Qwen3, Mistral, Gemma,
@@ -16,6 +20,8 @@ Gemma2: causal, sliding-window or per-layer-type masks, rotary positions in ever
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 from torch import nn
@@ -29,6 +35,38 @@ from transformers.masking_utils import (
 def _hidden(out):
     """Layers return a tensor in transformers 5; some return a tuple whose first item is the hidden states."""
     return out[0] if isinstance(out, tuple) else out
+
+
+class FixedKeysValues:
+    """Stands in for a key/value cache during one layer call: `update` answers with the keys and values of
+    every token, computed beforehand (they already include those of the rows the layer is called on)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        self.keys, self.values = keys, values
+
+    def update(self, key_states, value_states, layer_idx=None, *args, **kwargs):
+        return self.keys, self.values
+
+
+def gather_rows(tensor: torch.Tensor | None, rows: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
+    """tensor[b, ..., rows[b], ...] along `dim`, keeping that dim (size 1)."""
+    if tensor is None:
+        return None
+    if tensor.shape[0] == 1 and rows.shape[0] > 1:
+        tensor = tensor.expand(rows.shape[0], *tensor.shape[1:])
+    index = rows.view(-1, *([1] * (tensor.dim() - 1))).expand(-1, *[1 if d == dim else s
+                                                                      for d, s in enumerate(tensor.shape)][1:])
+    return tensor.gather(dim, index)
+
+
+def mask_rows(mask, rows: torch.Tensor):
+    """The query rows of a 4-D (B, 1, Q, K) attention mask; None stays None (no padding: every key is
+    seen by a row the heads read: the first token bidirectionally, the last token causally)."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
+        raise NotImplementedError(f"last-layer pruning needs a 4-D tensor mask, not {type(mask).__name__}")
+    return gather_rows(mask, rows, dim=2)
 
 
 class Layout:
@@ -61,8 +99,27 @@ class Layout:
     def context(self, base, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> dict:
         raise NotImplementedError
 
-    def call(self, layer: nn.Module, index: int, hidden: torch.Tensor, context: dict) -> torch.Tensor:
+    def call(self, layer: nn.Module, index: int, hidden: torch.Tensor, context: dict, cache=None) -> torch.Tensor:
         raise NotImplementedError
+
+    def keys_values(self, layer: nn.Module, hidden: torch.Tensor, context: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def rows_context(self, context: dict, rows: torch.Tensor) -> dict:
+        return {**context, "mask": mask_rows(context.get("mask"), rows)}
+
+    def call_at(self, layer: nn.Module, index: int, hidden: torch.Tensor, context: dict,
+                rows: torch.Tensor) -> torch.Tensor:
+        """The layer's output at one row per example (B, 1, n): queries, attention output and feed-forward
+        only there; keys and values from every token."""
+        keys, values = self.keys_values(layer, hidden, context)
+        return self.call(layer, index, gather_rows(hidden, rows), self.rows_context(context, rows),
+                         cache=FixedKeysValues(keys, values))
+
+
+def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(B, L, h * d) -> (B, h, L, d)"""
+    return x.view(*x.shape[:2], -1, head_dim).transpose(1, 2)
 
 
 class EncoderLayout(Layout):
@@ -92,8 +149,13 @@ class EncoderLayout(Layout):
     def context(self, base, hidden, mask, positions):
         return {"mask": create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=mask)}
 
-    def call(self, layer, index, hidden, context):
-        return _hidden(layer(hidden, attention_mask=context["mask"]))
+    def call(self, layer, index, hidden, context, cache=None):
+        return _hidden(layer(hidden, attention_mask=context["mask"], cache=cache))
+
+    def keys_values(self, layer, hidden, context):
+        attention = layer.attention.self
+        return (_heads(attention.key(hidden), attention.attention_head_size),
+                _heads(attention.value(hidden), attention.attention_head_size))
 
 
 class GPT2Layout(Layout):
@@ -124,8 +186,13 @@ class GPT2Layout(Layout):
     def context(self, base, hidden, mask, positions):
         return {"mask": create_causal_mask(config=base.config, inputs_embeds=hidden, attention_mask=mask, cache=None)}
 
-    def call(self, layer, index, hidden, context):
-        return _hidden(layer(hidden, attention_mask=context["mask"]))
+    def call(self, layer, index, hidden, context, cache=None):
+        return _hidden(layer(hidden, attention_mask=context["mask"], cache=cache))
+
+    def keys_values(self, layer, hidden, context):
+        attention = layer.attn
+        _, keys, values = attention.c_attn(layer.ln_1(hidden)).split(attention.split_size, dim=2)
+        return _heads(keys, attention.head_dim), _heads(values, attention.head_dim)
 
 
 class RotaryDecoderLayout(Layout):
@@ -168,9 +235,27 @@ class RotaryDecoderLayout(Layout):
         return {"masks": masks, "types": types, "positions": positions,
                 "rotary": base.rotary_emb(hidden, positions)}
 
-    def call(self, layer, index, hidden, context):
+    def call(self, layer, index, hidden, context, cache=None):
         return _hidden(layer(hidden, attention_mask=context["masks"][context["types"][index]],
-                             position_embeddings=context["rotary"], position_ids=context["positions"]))
+                             position_embeddings=context["rotary"], position_ids=context["positions"], cache=cache))
+
+    def keys_values(self, layer, hidden, context):
+        attention = layer.self_attn
+        x = layer.input_layernorm(hidden)
+        keys = attention.k_proj(x).view(*x.shape[:2], -1, attention.head_dim)
+        if getattr(attention, "k_norm", None) is not None:  # Qwen3
+            keys = attention.k_norm(keys)
+        keys = keys.transpose(1, 2)
+        rotate = sys.modules[type(attention).__module__].apply_rotary_pos_emb  # the family's own
+        cos, sin = context["rotary"]
+        keys = rotate(keys, keys, cos, sin)[0]
+        return keys, _heads(attention.v_proj(x), attention.head_dim)
+
+    def rows_context(self, context, rows):
+        cos, sin = context["rotary"]
+        return {**context, "masks": {kind: mask_rows(mask, rows) for kind, mask in context["masks"].items()},
+                "rotary": (gather_rows(cos, rows), gather_rows(sin, rows)),
+                "positions": gather_rows(context["positions"], rows)}
 
 
 LAYOUTS: tuple[Layout, ...] = (EncoderLayout(), GPT2Layout(), RotaryDecoderLayout())

@@ -19,10 +19,11 @@ class PromptModel(nn.Module):
     """logits = head(encoder(input, prompt = method(lower states), injected before `layer`))."""
 
     def __init__(self, encoder: InjectionEngine, method: nn.Module, head: nn.Module, layer: int,
-                 backbone_mode: str = "eval"):
+                 backbone_mode: str = "eval", prune_last_layer: bool = False):
         super().__init__()
         self.encoder, self.method, self.head = encoder, method, head
         self.layer, self.backbone_mode = layer, backbone_mode
+        self.prune_last_layer = prune_last_layer
         self.lower_cache = None  # a LowerCache when cache_lower=true (training batches carry "index")
         self.train(False)
 
@@ -54,7 +55,14 @@ class PromptModel(nn.Module):
         return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, self.method(in_float32(states)))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.hidden_states(batch), batch)
+        if not (self.prune_last_layer and hasattr(self.head, "positions")):
+            return self.head(self.hidden_states(batch), batch)
+        # the head reads one position per example: the last layer computes only there (exact)
+        states = self.lower_states(batch)
+        rows = self.head.positions(batch)
+        at = self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, self.method(in_float32(states)),
+                                rows=rows)
+        return self.head.readout(at[:, 0])
 
     def aux_loss(self) -> torch.Tensor | None:
         return self.method.aux_loss()
@@ -118,4 +126,4 @@ def build_model(run: RunConfig, spec: TaskSpec, backbone: Backbone, tokenizer) -
             head = VerbalizerHead(backbone.lm_head, ids, "mask", tokenizer.mask_token_id)
     else:
         head = ClassificationHead(n, spec.num_labels, run.head.dropout, run.head.dense, read_at)
-    return PromptModel(encoder, method, head, run.layer, run.model.backbone_mode)
+    return PromptModel(encoder, method, head, run.layer, run.model.backbone_mode, run.model.prune_last_layer)

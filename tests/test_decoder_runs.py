@@ -148,3 +148,36 @@ def test_bfloat16_backbone_keeps_trained_parameters_in_float32(compose_cfg, meth
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
     logits.sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("model,head,side,methods", [
+    ("tiny", "cls", "right", METHODS), ("tiny_gpt2", "cls", "left", METHODS),  # every method
+    ("tiny", "mlm", "left", ["idspam", "lpt"]), ("tiny_gpt2", "lm", "right", ["idspam", "lora"]),  # every head
+    ("tiny_llama", "cls", "right", ["idspam", "lpt"]), ("tiny_llama", "lm", "left", ["idspam", "dept"]),
+])
+def test_last_layer_pruning_gives_the_unpruned_logits_for_every_method(compose_cfg, model, head, side, methods):
+    from idspam.backbone import fit_config_to_tokenizer, load_backbone, load_config, load_tokenizer
+    from idspam.config import validate
+    from idspam.data import Tokenize
+    from idspam.model import build_model
+    from idspam.tasks import get_spec, mlm_verbalizer
+
+    texts = [("a fine film",), ("a much longer and rather dull film, with padding after it",)]
+    for method in methods:
+        run = validate(compose_cfg(f"model={model}", f"method={method}", f"head={head}", f"model.padding_side={side}",
+                                   "task=demo"))
+        spec = get_spec(run.task)
+        config = load_config(run.model)
+        tokenizer = load_tokenizer(run.model, config)
+        fit_config_to_tokenizer(config, run.model, tokenizer)
+        torch.manual_seed(0)
+        net = build_model(run, spec, load_backbone(run.model, config, with_mlm_head=head != "cls"), tokenizer).eval()
+        template = mlm_verbalizer(spec, run.task)[0] if head != "cls" else None
+        ids = Tokenize(tokenizer, 64, template, token_types=False, decoder=head == "lm")(texts)["input_ids"]
+        batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+        with torch.no_grad():
+            net.prune_last_layer = False
+            full = net(batch)
+            net.prune_last_layer = True
+            pruned = net(batch)
+        torch.testing.assert_close(pruned, full, atol=3e-5, rtol=1e-4, msg=f"{method}: pruned logits differ")

@@ -185,3 +185,56 @@ def test_lm_verbalizer_equals_the_causal_lm_next_token_logits(model_type, side):
         head = VerbalizerHead(lm.lm_head, words, "last", softcap=getattr(config, "final_logit_softcapping", None))
         got = head(engine(ids, mask, 2), {"input_ids": ids, "attention_mask": mask})
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+
+
+# --- last-layer pruning -------------------------------------------------------------------------------
+
+
+def _encoder(attn: str):
+    config = AutoConfig.for_model("roberta", vocab_size=211, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                                  intermediate_size=48, max_position_embeddings=64, pad_token_id=0)
+    torch.manual_seed(0)
+    return AutoModel.from_config(config, attn_implementation=attn).eval()
+
+
+PRUNE_CASES = [pytest.param(mt, side, attn, id=f"{mt}-{side}-{attn}")
+               for mt in ("roberta", "gpt2", "llama", "qwen2", "qwen3", "mistral", "gemma2")
+               for side in ("right", "left") for attn in ("eager", "sdpa") if not (mt == "gemma2" and attn == "sdpa")]
+
+
+@pytest.mark.parametrize("model_type,side,attn", PRUNE_CASES)
+def test_last_layer_at_the_head_positions_equals_the_full_layer(model_type, side, attn):
+    """Keys and values from every token, the rest only at the rows a head reads: the same states there,
+    with a prompt, at every injection layer (m = N-1: the injection layer is the pruned one)."""
+    base = _encoder(attn) if model_type == "roberta" else tiny(model_type, attn)
+    engine = InjectionEngine(base)
+    ids, mask = batch(side)
+    if model_type == "roberta":
+        ids = ids.clamp_min(2) * mask  # RoBERTa positions count from the pad id
+    last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+    for rows in (last, torch.tensor([0, 3, 1])):  # the decoder head's rows, and arbitrary ones
+        for m in (0, 3):
+            with torch.no_grad():
+                states = engine.lower(ids, mask, m)
+                prompt = torch.randn(3, 4, 32)
+                full = engine.upper(states.hidden, mask, m, prompt)
+                pruned = engine.upper(states.hidden, mask, m, prompt, rows=rows)
+            assert pruned.shape == (3, 1, 32)
+            real = mask[torch.arange(3), rows].bool()  # a padding row's output is never read
+            torch.testing.assert_close(pruned[real, 0], full[torch.arange(3), rows][real], atol=2e-5, rtol=1e-4)
+
+
+def test_pruned_gradients_equal_the_full_ones():
+    base = tiny("llama")
+    engine = InjectionEngine(base)
+    ids, mask = batch("left")
+    last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+    states = engine.lower(ids, mask, 2)
+    grads = []
+    for pruned in (False, True):
+        prompt = (torch.randn(3, 4, 32, generator=torch.Generator().manual_seed(0))).requires_grad_()
+        out = engine.upper(states.hidden, mask, 2, prompt, rows=last if pruned else None)
+        at = out[:, 0] if pruned else out[torch.arange(3), last]
+        at.pow(2).sum().backward()
+        grads.append(prompt.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
