@@ -11,6 +11,10 @@ its first training steps, in a fresh subprocess per row (`--memory inline` measu
 after the timing): on CPU the peak RSS (sampled every millisecond), on GPU
 `torch.cuda.max_memory_allocated`. The backbone is built from its config with random weights: no
 download, and the same compute as the real model. `--quick` runs a tiny model for the tests.
+Rows named `pruned` compute the last layer only at the position the head reads
+(`model.prune_last_layer`, what runs do by default); the other rows of ours compute it everywhere.
+Decoders (`--model gpt2`, `--model llama_small`) get the same rows, PEFT's against
+`*ForSequenceClassification` on the same backbone.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def rows_for(num_layers: int) -> list[tuple[str, str, dict]]:
         (f"idspam m={mid}", "ours", {"method": "idspam", "layer": mid}),
         (f"idspam m={num_layers - 1}", "ours", {"method": "idspam", "layer": num_layers - 1}),
         (f"idspam m={mid} cache_lower", "ours", {"method": "idspam", "layer": mid, "cache": True}),
+        (f"idspam m={mid} pruned", "ours", {"method": "idspam", "layer": mid, "prune": True}),
+        (f"idspam m={mid} cache_lower pruned", "ours", {"method": "idspam", "layer": mid, "cache": True, "prune": True}),
         (f"lpt m={mid}", "ours", {"method": "lpt", "layer": mid}),
         ("prompt_tuning (ours)", "ours", {"method": "prompt_tuning", "layer": 0}),
         ("lora (ours, peft inside)", "ours", {"method": "lora", "layer": 0}),
@@ -109,13 +115,18 @@ def build_row(name: str, kind: str, options: dict, args: dict, shared: dict) -> 
         torch.manual_seed(int(args["seed"]))
         import copy
 
+        from .layouts import layout_for_config
+
         two = copy.deepcopy(config)
         two.num_labels = 2
+        if two.pad_token_id is None:  # decoders' sequence classifiers look for the last non-pad token
+            two.pad_token_id = 0
         hf = AutoModelForSequenceClassification.from_config(two).to(device)
+        layout = layout_for_config(config)
         peft_cfg = (PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=10)
                     if options["peft"] == "prompt_tuning" else
                     LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1,
-                               target_modules=["query", "value"]))
+                               target_modules=list(layout.lora_targets), fan_in_fan_out=layout.conv1d))
         model = get_peft_model(hf, peft_cfg).train()
         forward = lambda: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],  # noqa: E731
                                 labels=labels).loss
@@ -130,8 +141,9 @@ def build_row(name: str, kind: str, options: dict, args: dict, shared: dict) -> 
         cfg = method_config(node)
         method = build_method(cfg, encoder.hidden_size).to(device)
         method.attach(encoder)
-        model = PromptModel(encoder, method, ClassificationHead(encoder.hidden_size, 2).to(device),
-                            options["layer"]).train()
+        head = ClassificationHead(encoder.hidden_size, 2, read_at="last" if encoder.causal else "first")
+        model = PromptModel(encoder, method, head.to(device), options["layer"],
+                            prune_last_layer=options.get("prune", False)).train()
         if options.get("cache"):  # epochs >= 2: every example's lower-stack output is already cached
             lengths = batch["attention_mask"].sum(1).tolist()
             model.lower_cache = LowerCache(lengths, encoder.hidden_size, embeddings_are_hidden=options["layer"] == 0,
@@ -215,14 +227,22 @@ def table(results: list[dict], args: dict) -> str:
     inference = next(r for r in results if r["row"] == "inference")
     lines = [f"model={args['model']} batch={args['batch']} length={args['length']} device={args['device']} "
              f"precision={args['precision']}; median of {args['repeats']} repeats of {args['steps']} steps", "",
-             "| row | train examples/s | vs peft prompt tuning | vs inference | peak memory MB | vs peft prompt tuning |",
+             "| row | train examples/s (min-max) | vs peft prompt tuning (min-max) | vs inference | peak memory MB "
+             "| vs peft prompt tuning |",
              "|---|---|---|---|---|---|"]
     for r in results:
         memory = r["peak_memory_mb"]
         mem_ratio = (f"{memory / anchor['peak_memory_mb']:.2f}x" if memory is not None and anchor["peak_memory_mb"]
                      else "")
-        lines.append(f"| {r['row']} | {r['examples_per_second']:.2f} | "
-                     f"{r['examples_per_second'] / anchor['examples_per_second']:.2f}x | "
+        # the ratio's spread: this row's slowest and fastest repeat against the anchor's median
+        spread = (f" ({r['min_examples_per_second'] / anchor['examples_per_second']:.2f}-"
+                  f"{r['max_examples_per_second'] / anchor['examples_per_second']:.2f})"
+                  if "min_examples_per_second" in r else "")
+        throughput = (f"{r['examples_per_second']:.2f} ({r['min_examples_per_second']:.2f}-"
+                      f"{r['max_examples_per_second']:.2f})" if "min_examples_per_second" in r
+                      else f"{r['examples_per_second']:.2f}")
+        lines.append(f"| {r['row']} | {throughput} | "
+                     f"{r['examples_per_second'] / anchor['examples_per_second']:.2f}x{spread} | "
                      f"{r['examples_per_second'] / inference['examples_per_second']:.2f}x | "
                      f"{'' if memory is None else f'{memory:.0f}'} | {mem_ratio} |")
     lines += [f"\n{r['row']}: {r['cache_bytes_per_token']:.1f} cache bytes per real token"
@@ -262,6 +282,7 @@ def run(args: dict) -> list[dict]:
             memory = peak_memory_mb(row, args)
         median = statistics.median(row.times)
         results.append({"row": row.name, "examples_per_second": b / median, "seconds_per_step": median,
+                        "min_examples_per_second": b / max(row.times), "max_examples_per_second": b / min(row.times),
                         "peak_memory_mb": memory})
     for r in results:  # the compact cache's bytes per real token (`--e2e` reports a real data set's)
         if "cache_lower" in r["row"] and "cache_bytes_per_token" in shared:

@@ -102,7 +102,8 @@ def test_benchmark_quick_mode_writes_every_row(tmp_path, capsys):
     main(["--quick", "--out", str(tmp_path / "bench.json")])
     report = json.loads((tmp_path / "bench.json").read_text())
     names = [r["row"] for r in report["rows"]]
-    assert names == ["inference", "idspam m=0", "idspam m=2", "idspam m=3", "idspam m=2 cache_lower", "lpt m=2",
+    assert names == ["inference", "idspam m=0", "idspam m=2", "idspam m=3", "idspam m=2 cache_lower",
+                     "idspam m=2 pruned", "idspam m=2 cache_lower pruned", "lpt m=2",
                      "prompt_tuning (ours)", "lora (ours, peft inside)", "finetune", "peft prompt_tuning", "peft lora"]
     assert all(r["examples_per_second"] > 0 and r["peak_memory_mb"] is not None for r in report["rows"])
     assert "| peft prompt_tuning |" in capsys.readouterr().out and report["args"]["model"] == "tiny"
@@ -115,3 +116,17 @@ def test_benchmark_arguments_are_checked(capsys):
         main(["--precision", "fp8"])
     err = capsys.readouterr().err
     assert "argument --precision: invalid choice: 'fp8'" in err and "bf16" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_llama"])
+def test_benchmark_runs_on_decoders(tmp_path, model):
+    """The decoder rows: ours and PEFT's prompt tuning and LoRA on the same random-weight decoder."""
+    from idspam.bench import main
+
+    main(["--quick", "--model", model, "--out", str(tmp_path / "bench.json"),
+          "--rows", "idspam m=2,idspam m=2 cache_lower,lpt m=2,peft lora"])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    names = [r["row"] for r in report["rows"]]
+    assert names == ["inference", "idspam m=2", "idspam m=2 cache_lower", "lpt m=2", "peft prompt_tuning", "peft lora"]
+    assert all(r["min_examples_per_second"] <= r["examples_per_second"] <= r["max_examples_per_second"]
+               for r in report["rows"])
