@@ -75,8 +75,7 @@ def main(argv=None) -> int:
         cells = []
         for _, hidden in SHAPES:
             dense = examples * L * hidden * 4 * 2
-            compact = lambda b: tokens * hidden * b + examples * 24  # noqa: E731
-            cells += [gb(dense), gb(compact(4)), gb(compact(2))]
+            cells += [gb(dense)] + [gb(tokens * hidden * b + examples * 24) for b in (4, 2)]
         lines.append(f"| {task} | {examples:,} | {mean:.1f} | {note} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     return 0

@@ -2,11 +2,9 @@
 the disk fallback of a run and `python -m idspam.cache`."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,7 +119,7 @@ def test_only_what_the_method_reads_is_stored(tiny_backbone):
     word(batch)
     states = cache.get(batch["index"], batch["input_ids"], batch["attention_mask"], word.encoder, torch.float32)
     with pytest.raises(RuntimeError, match="does not hold the embedding output"):
-        states.embeddings
+        _ = states.embeddings
     real = int(batch["attention_mask"].sum())
     assert cache.tokens == real and cache.nbytes() <= real * N * 4 * 1.05  # the target: <= hidden x bytes x 1.05
 
@@ -262,3 +260,19 @@ def test_cache_command_lists_and_explains(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["purge"])
     assert e.value.code == 2
+
+
+def test_end_to_end_benchmark_times_real_runs_and_reports_bytes_per_token(tmp_path, capsys):
+    from idspam.bench import main
+
+    out = tmp_path / "e2e.json"
+    main(["--e2e", "--e2e-model", "tiny", "--e2e-task", "demo", "--e2e-samples", "32", "--e2e-epochs", "2",
+          "--e2e-repeats", "1", "--e2e-rows", "m=2 uncached,m=2 cache_lower disk", "--out", str(out)])
+    report = json.loads(out.read_text())
+    rows = {r["row"]: r for r in report["rows"]}
+    assert set(rows) == {"m=2 uncached", "m=2 cache_lower disk"}
+    disk = rows["m=2 cache_lower disk"]
+    assert disk["wall_s"] > 0 and disk["vs_uncached"] > 0
+    assert disk["final"] == pytest.approx(rows["m=2 uncached"]["final"], abs=1e-6)  # the same run, cached
+    assert N * 4 <= disk["cache_bytes_per_token"] <= N * 4 * 1.05
+    assert "| m=2 cache_lower disk |" in capsys.readouterr().out
