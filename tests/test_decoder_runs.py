@@ -181,3 +181,22 @@ def test_last_layer_pruning_gives_the_unpruned_logits_for_every_method(compose_c
             net.prune_last_layer = True
             pruned = net(batch)
         torch.testing.assert_close(pruned, full, atol=3e-5, rtol=1e-4, msg=f"{method}: pruned logits differ")
+
+
+def test_cache_lower_and_length_grouping_on_a_decoder_change_no_result(compose_cfg, tmp_path):
+    """Left-padded Llama, batches grouped by length, two epochs: with the lower stack cached (epoch 2 reads
+    it) the dev metrics and the final trained tensors are those of the uncached run."""
+    from idspam.checkpoints import load_checkpoint
+    from idspam.run import train
+
+    common = ["model=tiny_llama", "model.padding_side=left", "data.group_by_length=true", "trainer.max_epochs=2",
+              "task.max_train_samples=32", "logger=none", "data.batch_size=8"]
+    runs = {}
+    for cached in (False, True):
+        out = tmp_path / str(cached)
+        results = train(compose_cfg(*common, f"cache_lower={str(cached).lower()}", f"paths.output_dir={out}"))
+        state = load_checkpoint(out / "checkpoints" / "last.ckpt")["state_dict"]
+        runs[cached] = ([e["validation/accuracy"] for e in results["epochs"]], state)
+    assert runs[True][0] == runs[False][0]
+    for name, tensor in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][name], tensor, atol=1e-6, rtol=1e-5)
