@@ -65,8 +65,10 @@ def checkpoint_callbacks(folder: Path, monitor: str, mode: str) -> list[ModelChe
     tensors of the best epoch by the validation metric (the first best on ties)."""
     common = dict(dirpath=folder, save_top_k=1, save_on_train_epoch_end=True, auto_insert_metric_name=False,
                   enable_version_counter=False)
-    return [ModelCheckpoint(filename="last", **common),
-            ModelCheckpoint(filename="best", monitor=monitor, mode=mode, save_weights_only=True, **common)]
+    # `best` first: the epoch's last.ckpt then holds the best-so-far it has just updated (else a run resumed from
+    # an epoch end would take its next epoch for the best one, and export that epoch's adapter)
+    return [ModelCheckpoint(filename="best", monitor=monitor, mode=mode, save_weights_only=True, **common),
+            ModelCheckpoint(filename="last", **common)]
 
 
 def load_checkpoint(path: Path) -> dict:

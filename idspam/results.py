@@ -197,7 +197,7 @@ def history_text(results: dict, action: str | None = None) -> str:
     """A job's attempts, oldest first: 'interrupted at step 8 of 39 (epoch 0) > resumed > finished'."""
     parts = []
     for attempt in results.get("history") or []:
-        far = how_far(attempt) if attempt.get("status") != "finished" else None
+        far = how_far(attempt) if attempt.get("status") in ("interrupted", "running") else None
         parts.append(f"{attempt.get('status')}{' at ' + far if far else ''}")
     status = results.get("status", "missing")
     attempt = results.get("attempt")

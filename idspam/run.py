@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import tasks
 from .adapter import check_backbone, export_adapter, read_adapter
-from .backbone import fit_config_to_tokenizer, is_decoder, load_backbone, load_config, load_tokenizer
+from .backbone import fit_config_to_tokenizer, is_decoder, load_backbone, load_config, load_tokenizer, max_positions
 from .checkpoints import (
     RESUME_KEYS,
     AtomicCheckpointIO,
@@ -148,10 +148,10 @@ def train_run(cfg: DictConfig, run, spec, started: float, stop: StopOnSignal, ex
     if run.head.type in ("mlm", "lm"):  # every label word one token, checked before any weights load
         label_word_ids(tokenizer, tasks.mlm_verbalizer(spec, run.task)[1])
     data = TaskDataModule(run, spec, tokenizer, token_types=getattr(backbone_config, "type_vocab_size", 0) > 1,
-                          decoder=is_decoder(backbone_config))
+                          decoder=is_decoder(backbone_config), max_positions=max_positions(backbone_config))
     data.setup()  # data problems surface here, before the weights are loaded
     torch.manual_seed(run.seed)  # random-weight backbones and method init: the same on every run and in predict
-    backbone = load_backbone(run.model, backbone_config, with_mlm_head=run.head.type in ("mlm", "lm"))
+    backbone = load_backbone(run.model, backbone_config, with_mlm_head=run.head.type in ("mlm", "lm", "generate"))
     model = build_model(run, spec, backbone, tokenizer)
     if start is not None:
         model.load_trained_state(start, f"init_from={run.init_from!r}")
@@ -160,6 +160,7 @@ def train_run(cfg: DictConfig, run, spec, started: float, stop: StopOnSignal, ex
     module = PromptTuningModule(model, spec, run.optimizer, lr=run.method.lr,
                                 evals=[(ev.key, ev.spec) for ev in data.evals])
     module.fingerprint = fingerprint
+    module.predictions_dir = run.output_dir  # head=generate: predictions.jsonl of the validation generations
 
     output_dir = Path(run.output_dir)
     parameters = model.parameter_counts()
@@ -187,6 +188,8 @@ def train_run(cfg: DictConfig, run, spec, started: float, stop: StopOnSignal, ex
                            wandb_id=previous_wandb)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                                      plugins=trainer_plugins())
+    if trainer.world_size == 1:  # the training sampler continues a mid-epoch checkpoint's epoch (data.py)
+        warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
     log.info("training %s on %s with %s, layer %d: %s trainable parameters (head %s)%s", run.method.name, spec.name,
              run.model.name, run.layer, f"{parameters['trainable']:,}", run.head.type,
              f"; resuming from {ckpt_path}" if ckpt_path else "")

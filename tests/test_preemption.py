@@ -17,8 +17,8 @@ import torch
 from .test_run import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-# 13 steps per epoch, 39 in all; a few seconds per run on a 2-core CPU
-RUN = ["model=tiny", "trainer.max_epochs=3", "task.max_train_samples=200", "task.max_eval_samples=32", "logger=none"]
+# 6 steps per epoch, 12 in all: seconds per run on a 2-core CPU
+RUN = ["model=tiny", "trainer.max_epochs=2", "task.max_train_samples=96", "task.max_eval_samples=32", "logger=none"]
 
 
 def signal_run(where: str, sig: str, n: int, *args, env=None) -> subprocess.CompletedProcess:
@@ -53,12 +53,12 @@ def whole(tmp_path_factory):
 
 
 @pytest.mark.parametrize("where, sig, n, stopped_step", [
-    ("step", "TERM", 7, 8),         # mid-epoch: the step under way finishes, then the checkpoint
-    ("step", "USR2", 7, 8),         # the launcher's signal (submitit: SIGUSR2)
+    ("step", "TERM", 2, 3),         # mid-epoch: the step under way finishes, then the checkpoint
+    ("step", "USR2", 2, 3),         # the launcher's signal (submitit: SIGUSR2)
     ("setup", "TERM", 0, 0),        # before the first step: nothing to save
     ("step", "TERM", 0, 1),         # during the first step
-    ("step", "TERM", 12, 13),       # during the epoch's last batch: stops after the epoch's validation
-    ("validation", "TERM", 1, 13),  # during validation: the validation finishes, then the epoch-end checkpoint
+    ("step", "TERM", 5, 6),         # during the epoch's last batch: stops after the epoch's validation
+    ("validation", "TERM", 1, 6),   # during validation: the validation finishes, then the epoch-end checkpoint
 ])
 def test_stop_signal_then_resume_is_exact(whole, tmp_path, where, sig, n, stopped_step):
     out = tmp_path / "run"
@@ -104,13 +104,13 @@ def test_signal_from_outside_during_training(whole, tmp_path):
     assert same_tensors(trained(out / "checkpoints" / "last.ckpt"), trained(whole / "checkpoints" / "last.ckpt"))
 
 
-@pytest.mark.parametrize("every, resumed_from", [(5, 10), (None, None)])
+@pytest.mark.parametrize("every, resumed_from", [(2, 4), (None, None)])
 def test_sigkill_loses_steps_back_to_the_last_checkpoint(whole, tmp_path, every, resumed_from):
-    """SIGKILL (no chance to save) at step 12: with checkpoint_every_n_steps=5 the resume starts at step 10;
+    """SIGKILL (no chance to save) in step 6: with checkpoint_every_n_steps=2 the resume starts at step 4;
     without, nothing was saved in the first epoch and the run starts again. Both end exactly."""
     out = tmp_path / "run"
     extra = [f"checkpoint_every_n_steps={every}"] if every else []
-    proc = signal_run("step", "KILL", 11, *RUN, *extra, f"hydra.run.dir={out}")
+    proc = signal_run("step", "KILL", 5, *RUN, *extra, f"hydra.run.dir={out}")
     assert proc.returncode == -signal.SIGKILL
     ckpt = out / "checkpoints" / "last.ckpt"
     assert (torch.load(ckpt, weights_only=True)["global_step"] if ckpt.exists() else None) == resumed_from
@@ -135,7 +135,7 @@ def test_rerun_sweep_trains_only_the_killed_and_the_failed_job(tmp_path):
     """Job 1 fails (the loss becomes nan), job 3 is stopped by SIGTERM (the sweep stops with it). Running the
     same command again leaves jobs 0 and 2 as they were, resumes 3, reruns 1; the summary says so."""
     sweep = tmp_path / "sweep"
-    proc = signal_run("step", "TERM", 3, "-m", *SWEEP, f"hydra.sweep.dir={sweep}", env={"SIGNAL_AT_JOB": "3"})
+    proc = signal_run("step", "TERM", 1, "-m", *SWEEP, f"hydra.sweep.dir={sweep}", env={"SIGNAL_AT_JOB": "3"})
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert [results(sweep / str(i))["status"] for i in range(4)] == ["finished", "failed", "finished", "interrupted"]
     kept = {i: job_files(sweep / str(i)) for i in (0, 2)}
@@ -148,11 +148,11 @@ def test_rerun_sweep_trains_only_the_killed_and_the_failed_job(tmp_path):
     assert [rows[i]["action"] for i in range(4)] == ["reused", "rerun", "reused", "resume"]
     assert [rows[i]["status"] for i in range(4)] == ["finished", "failed", "finished", "finished"]
     assert rows[1]["history"].startswith("failed > rerun > failed")
-    assert rows[3]["history"].startswith("interrupted at step 4 of 8 (epoch 0), checkpoint there > resumed > finished")
+    assert rows[3]["history"].startswith("interrupted at step 2 of 8 (epoch 0), checkpoint there > resumed > finished")
     assert summary["actions"] == {"new": 0, "resume": 1, "rerun": 1, "reused": 2, "refused": 0}
     assert "3 of 4 jobs finished (2 reused, 1 resumed, 1 rerun)" in proc.stdout
     table = (sweep / "summary.md").read_text()
-    assert "| reused | finished (reused) |" in table and "| resume | interrupted at step 4" in table
+    assert "| reused | finished (reused) |" in table and "| resume | interrupted at step 2" in table
 
     # the report lists all four
     from idspam.report import read_sweep
@@ -168,14 +168,14 @@ def test_rerun_sweep_trains_only_the_killed_and_the_failed_job(tmp_path):
 
 def test_report_shows_how_far_an_interrupted_job_got(tmp_path):
     out = tmp_path / "run"
-    signal_run("step", "TERM", 5, *RUN, f"hydra.run.dir={out}")
+    signal_run("step", "TERM", 2, *RUN, f"hydra.run.dir={out}")
     from idspam.report import read_sweep
 
     (job,) = read_sweep(out)
-    assert job.status == "interrupted" and job.how_far == "step 6 of 39 (epoch 0), checkpoint there"
+    assert job.status == "interrupted" and job.how_far == "step 3 of 12 (epoch 0), checkpoint there"
     from idspam.report import markdown
 
-    assert "| interrupted | step 6 of 39 (epoch 0), checkpoint there |" in markdown({}, [job], [out], [])
+    assert "| interrupted | step 3 of 12 (epoch 0), checkpoint there |" in markdown({}, [job], [out], [])
 
 
 # ------------------------------------------------------------------ SLURM: submitit's requeue
@@ -201,11 +201,11 @@ def test_slurm_requeue_resumes_in_the_same_dir(whole, tmp_path):
            "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NAME": "idspam",
            "SLURM_JOB_NODELIST": "node1", "SLURM_CPUS_ON_NODE": "2"}
     job = sweep / "0"
-    first = subprocess.run([sys.executable, str(ROOT / "tests" / "slurm_job.py"), "run", str(folder), "USR2", "7"],
+    first = subprocess.run([sys.executable, str(ROOT / "tests" / "slurm_job.py"), "run", str(folder), "USR2", "2"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
     assert first.returncode != 0, first.stderr[-3000:]
     assert calls.read_text().split() == ["requeue", "4242_0"], first.stderr[-3000:]
-    assert results(job)["status"] == "interrupted" and results(job)["stopped_at"]["step"] == 8
+    assert results(job)["status"] == "interrupted" and results(job)["stopped_at"]["step"] == 3
     second = subprocess.run([sys.executable, str(ROOT / "tests" / "slurm_job.py"), "run", str(folder)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
     assert second.returncode == 0, second.stderr[-3000:]
@@ -230,18 +230,19 @@ def test_slurm_launcher_config_names_its_signal_and_requeue_limit():
 
 def test_second_process_on_a_run_dir_is_refused_and_a_killed_ones_lock_is_not(tmp_path):
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "idspam.run", *RUN, f"hydra.run.dir={out}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen([sys.executable, "-m", "idspam.run", *RUN, "trainer.max_epochs=500",
+                              f"hydra.run.dir={out}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "results.json").is_file():
         time.sleep(0.05)
     second = subprocess.run([sys.executable, "-m", "idspam.run", *RUN, f"hydra.run.dir={out}", "resume=auto"],
                             capture_output=True, text=True, timeout=300)
+    assert first.poll() is None, "the first run ended before the second one started"
     assert second.returncode == 2
     assert f"error: run dir '{out}' is in use by another process (pid {first.pid}" in second.stderr
     first.kill()
     first.wait()
-    run_cli(*RUN, f"hydra.run.dir={out}", "resume=auto")  # the kernel dropped the killed process's lock
+    run_cli(*RUN, f"hydra.run.dir={out}", "resume=never")  # the kernel dropped the killed process's lock
     assert results(out)["status"] == "finished"
 
 
