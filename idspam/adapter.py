@@ -8,7 +8,9 @@ Runs of methods with a PEFT form write a Hugging Face PEFT folder (`FORMAT_PEFT`
                                          loads them (after `import idspam` for idspam's types)
     adapter/idspam_adapter.json          what PEFT does not keep: the task (label names, template), the run's
                                          head, model, layer, method options, seed, best epoch
-    adapter/idspam_head.safetensors      the run's head (`head=cls`: trained; `head=mlm`/`lm`: empty)
+    adapter/idspam_head.safetensors      the run's head (`head=cls`: trained; `head=mlm`/`lm`/`generate`: empty)
+    adapter/generation_config.json       head=generate: the run's generation settings as HF's GenerationConfig
+                                         (also in idspam_adapter.json's `head`, which is what idspam reads)
 
 Other methods (SMoP, DEPT, fine-tuning) write the project's own format (`FORMAT`), named as such:
 `idspam_adapter.json` + `idspam_adapter.safetensors` (every trained tensor by name). Folders of the
@@ -86,6 +88,11 @@ def export_adapter(folder: Path, model, run: RunConfig, spec, backbone_config, b
                 model.method.save_adapter(tmp)
             config["peft_type"] = json.loads((tmp / PEFT_CONFIG).read_text())["peft_type"]
         (tmp / IDSPAM_CONFIG).write_text(json.dumps(config, indent=2, default=str))
+        generation = getattr(model.head, "generation", None)  # head=generate: its settings, in HF's form too
+        if generation is not None:
+            from transformers import GenerationConfig
+
+            GenerationConfig(**generation).save_pretrained(str(tmp))
         for path in tmp.rglob("*"):
             os.chmod(path, default_mode(directory=path.is_dir()))
         if folder.exists():  # replace an older export as a whole

@@ -67,8 +67,31 @@ class Predictor:
             out.append(self._forward(batch).float().cpu())
         return torch.cat(out) if out else torch.empty(0)
 
+    @torch.inference_mode()
+    def generate(self, texts: Sequence, batch_size: int = 64, **overrides) -> list[str]:
+        """head=generate adapters: the text generated for each input, with the generation settings saved in the
+        adapter (`overrides`: Hugging Face `generate` keywords, e.g. max_new_tokens=64), cut at the first EOS."""
+        from .generation import generate
+
+        head = getattr(self.model, "head", None)
+        if not getattr(head, "generative", False):
+            raise UserError("generate() needs an adapter trained with head=generate; this one predicts labels: "
+                            "use predict()")
+        device = next(self.model.parameters()).device
+        settings = {**head.generation, **overrides}
+        eos, out = settings["eos_token_id"], []
+        for batch in self.batches(texts, batch_size):
+            new = generate(self.model, batch["gen_input_ids"].to(device), batch["gen_attention_mask"].to(device),
+                           **settings)
+            for row in new.cpu().tolist():
+                row = row[:row.index(eos)] if eos in row else row
+                out.append(head.tokenizer.decode(row, skip_special_tokens=True))
+        return out
+
     def predict(self, texts: Sequence, batch_size: int = 64) -> list[dict]:
         """One dict per text: `prediction` (the label name; the value for regression) and `probabilities`."""
+        if getattr(getattr(self.model, "head", None), "generative", False):
+            return [{"prediction": text} for text in self.generate(texts, batch_size)]
         logits = self.logits(texts, batch_size)
         if self.regression:
             return [{"prediction": float(v)} for v in logits.squeeze(-1)]
@@ -122,12 +145,12 @@ def _load_run_adapter(folder: Path, device) -> Predictor:
         bb.fit_config_to_tokenizer(backbone_config, run.model, tokenizer)
     decoder = bb.is_decoder(backbone_config) if hasattr(bb, "is_decoder") else False
     torch.manual_seed(run.seed)  # a random-weight backbone is rebuilt exactly as in training
-    backbone = bb.load_backbone(run.model, backbone_config, with_mlm_head=run.head.type in ("mlm", "lm"))
+    backbone = bb.load_backbone(run.model, backbone_config, with_mlm_head=run.head.type in ("mlm", "lm", "generate"))
     model = build_model(run, spec, backbone, tokenizer)
     model.load_trained_state(weights, f"adapter {str(folder)!r}")
     model.to(device).eval()
     data = TaskDataModule(run, spec, tokenizer, token_types=getattr(backbone_config, "type_vocab_size", 0) > 1,
-                          decoder=decoder)
+                          decoder=decoder, max_positions=bb.max_positions(backbone_config))
     return Predictor(model, data.tokenize, data.collate, spec.label_names, spec.is_regression, config)
 
 

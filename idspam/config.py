@@ -56,6 +56,11 @@ class TaskConfig:
     # head=mlm: override the task's template / label words
     template: str | None = None
     label_words: list[str] | None = None
+    # task=csv_text (and any task under head=generate): text-to-text
+    input_column: str = "input"
+    target_column: str = "target"
+    max_target_length: int = 64  # target tokens, the appended EOS included (longer targets are cut, EOS kept)
+    chat_template: bool = True  # wrap the input in the tokenizer's chat template when it has one
 
 
 @dataclass
@@ -66,6 +71,14 @@ class HeadConfig:
     type: str = "cls"
     dropout: float = 0.1
     dense: bool = False  # cls: add HF's dense+tanh layer before the output projection
+    # generate: a decoder's frozen causal-LM head over every position, trained on the target tokens; these
+    # generation settings drive validation and are saved with the adapter
+    max_new_tokens: int = 32
+    strategy: str = "greedy"  # greedy | sample | beam
+    num_beams: int = 4  # strategy=beam
+    temperature: float = 1.0  # strategy=sample
+    top_p: float = 1.0  # strategy=sample
+    eos_token: str | None = None  # null: the tokenizer's EOS (else its SEP)
 
 
 @dataclass
@@ -89,7 +102,8 @@ class DataConfig:
 
 SCHEDULERS = ("linear", "cosine", "constant")
 BACKBONE_MODES = ("eval", "train")
-HEAD_TYPES = ("cls", "mlm", "lm")
+HEAD_TYPES = ("cls", "mlm", "lm", "generate")
+STRATEGIES = ("greedy", "sample", "beam")
 DTYPES = ("float32", "bfloat16", "float16")
 PADDING_SIDES = ("right", "left")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -159,6 +173,13 @@ def check_backbone_fits(run: RunConfig, config) -> None:
     if not decoder and run.head.type == "lm":
         raise UserError(f"head=lm reads a decoder's next-token logits; model {run.model.name!r} is an encoder "
                         "(valid heads here: cls, mlm)")
+    if not decoder and run.head.type == "generate":
+        raise UserError(f"head=generate trains a decoder's causal-LM head; model {run.model.name!r} is an encoder "
+                        "(valid heads here: cls, mlm)")
+    if run.head.type == "generate" and limit and run.task.max_length + run.task.max_target_length > limit:
+        raise UserError(f"task.max_length={run.task.max_length} + task.max_target_length="
+                        f"{run.task.max_target_length} is beyond the {limit} positions of model {run.model.name!r}: "
+                        "the input and its target must fit together")
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -210,6 +231,10 @@ def validate(cfg: DictConfig) -> RunConfig:
     check_choice(f"task.metric for task {spec.name!r}:", spec.metric, spec.metric_names)
     if head.type in ("mlm", "lm"):
         tasks.mlm_verbalizer(spec, task)  # raises if the task has no template / label words
+    if head.type == "generate":
+        check_generation(head, task, spec, method)
+    elif spec.text_to_text:
+        raise UserError(f"task={spec.name} is text-to-text: it needs head=generate (got head={head.type})")
     eval_tasks = check_eval_tasks(cfg.get("eval_tasks"), spec, task, data_dir)
     tasks.check_files(spec, task, data_dir)
 
@@ -262,6 +287,31 @@ def validate(cfg: DictConfig) -> RunConfig:
         cache_lower_dtype=cache_dtype,
         cache_lower_device=cache_device,
     )
+
+
+def check_generation(head: HeadConfig, task: TaskConfig, spec, method) -> None:
+    """head=generate: generation settings in range, a task it can read as text-to-text."""
+    from . import tasks
+
+    check_choice("head.strategy", head.strategy, STRATEGIES)
+    for name in ("max_new_tokens", "num_beams"):
+        if getattr(head, name) < 1:
+            raise UserError(f"head.{name}={getattr(head, name)} must be at least 1")
+    if head.temperature <= 0:
+        raise UserError(f"head.temperature={head.temperature} must be positive")
+    if not 0 < head.top_p <= 1:
+        raise UserError(f"head.top_p={head.top_p} must be in (0, 1]")
+    if task.max_target_length < 1:
+        raise UserError(f"task.max_target_length={task.max_target_length} must be at least 1 (the EOS)")
+    if not spec.text_to_text:
+        if spec.is_regression or spec.grouped:
+            raise UserError(f"head=generate reads classification tasks as label words; task {spec.name!r} is "
+                            f"{'a regression' if spec.is_regression else 'a grouped-choice'} task (use head=cls)")
+        tasks.mlm_verbalizer(spec, task)  # the label words are the targets
+    longest = task.max_length + task.max_target_length
+    if getattr(method, "max_length", longest) < longest:
+        raise UserError(f"method.max_length={method.max_length} is shorter than task.max_length + "
+                        f"task.max_target_length={longest}; head=generate feeds the input and its target together")
 
 
 def check_transfer(source, target, what: str) -> None:

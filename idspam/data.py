@@ -95,6 +95,92 @@ class Tokenize:
         return full[:at], full[at + len(plain):]
 
 
+def eos_token_id(tokenizer, eos_token: str | None = None) -> int:
+    """The id that ends a target and stops generation: `eos_token` (head.eos_token) if set, else the
+    tokenizer's EOS, else its SEP (BERT-style vocabularies: the packaged stand-in)."""
+    if eos_token is not None:
+        ids = tokenizer(eos_token, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise UserError(f"head.eos_token={eos_token!r} is not one token for {tokenizer.name_or_path}")
+        return ids[0]
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if eos is None:
+        raise UserError(f"tokenizer {tokenizer.name_or_path} has no EOS (nor SEP) token: set head.eos_token")
+    return eos
+
+
+class TextTokenize:
+    """head=generate: (input, target) -> input ids of `input + target + EOS`, `target_start` (where the target
+    begins) and `reference` (the target's text as the tokenizer gives it back, what exact match compares).
+
+    The input is wrapped in the tokenizer's chat template when it has one (task.chat_template), else it is plain
+    text after the tokenizer's own prefix (e.g. <s>). A classification task is read through its decoder template
+    (the one head=lm uses: the text ends where the label word comes) with the label word as the target. Inputs
+    are never cut: one longer than fits is an error naming its file and line; targets are cut to
+    task.max_target_length tokens, the EOS kept."""
+
+    def __init__(self, tokenizer, task, eos_id: int, template: str | None = None,
+                 label_words: tuple[str, ...] | None = None, max_positions: int | None = None,
+                 model_name: str = "the model"):
+        self.tok, self.eos_id, self.label_words = tokenizer, eos_id, label_words
+        self.max_length, self.max_target_length = task.max_length, task.max_target_length
+        self.chat = bool(task.chat_template and getattr(tokenizer, "chat_template", None))
+        self.max_positions, self.model_name = max_positions, model_name
+        self.budget = task.max_length
+        if max_positions:
+            self.budget = min(self.budget, max_positions - task.max_target_length)
+        self.classes = Tokenize(tokenizer, task.max_length, template, False, decoder=True) if template else None
+        self.prefix = [] if self.chat else Tokenize(tokenizer, task.max_length)._special_tokens()[0]
+
+    def key(self) -> dict:
+        return {"tokenizer": self.tok.name_or_path, "class": type(self.tok).__name__, "vocab": len(self.tok),
+                "max_length": self.max_length, "max_target_length": self.max_target_length, "eos": self.eos_id,
+                "chat": self.tok.chat_template if self.chat else None, "budget": self.budget,
+                "template": self.classes.template if self.classes else None, "words": self.label_words,
+                "text_to_text": 2}
+
+    def encode_input(self, text: tuple[str, ...], where: str | None = None) -> list[int]:
+        if self.classes is not None:
+            return self.classes._fill_template(text)
+        if self.chat:
+            prompt = self.tok.apply_chat_template([{"role": "user", "content": text[0]}], tokenize=False,
+                                                  add_generation_prompt=True)
+            ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.prefix + self.tok(text[0], add_special_tokens=False)["input_ids"]
+        if len(ids) > self.budget:
+            room = (f"; model {self.model_name!r} has {self.max_positions} positions, task.max_target_length="
+                    f"{self.max_target_length} of them kept for the target" if self.max_positions else "")
+            raise UserError(f"{where or 'input'}: the input is {len(ids)} tokens; at most {self.budget} fit "
+                            f"(task.max_length={self.max_length}{room})")
+        return ids
+
+    def encode_target(self, target: str) -> list[int]:
+        text = target.strip() if self.chat else " " + target.strip()  # a word start after the input
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        return ids[:self.max_target_length - 1] + [self.eos_id]
+
+    def targets_of(self, rows: dict) -> list[str]:
+        if "target" in rows:
+            return rows["target"]
+        return [self.label_words[label] for label in rows["label"]]  # classification read as label words
+
+    def encode_rows(self, rows: dict) -> dict[str, list]:
+        where = rows.get("where") or [None] * len(rows["text"])
+        out = {"input_ids": [], "target_start": [], "reference": []}
+        for text, target, at in zip(rows["text"], self.targets_of(rows), where, strict=True):
+            source, answer = self.encode_input(tuple(text), at), self.encode_target(target)
+            out["input_ids"].append(source + answer)
+            out["target_start"].append(len(source))
+            out["reference"].append(self.tok.decode(answer[:-1], skip_special_tokens=True))
+        return out
+
+    def __call__(self, texts: list[tuple[str, ...]]) -> dict[str, list]:
+        """Inputs only (prediction): the ids generation starts from."""
+        ids = [self.encode_input(tuple(t)) for t in texts]
+        return {"input_ids": ids, "target_start": [len(i) for i in ids], "reference": [""] * len(ids)}
+
+
 def label_word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
     """One vocabulary id per label word, as a word start (leading space for BPE vocabularies)."""
     ids = []
@@ -123,7 +209,7 @@ def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokeni
     if folder.is_dir():
         return datasets.load_from_disk(str(folder))
     rows = load_split(spec, run.task, split, run.data_dir, run.seed)
-    encoded = tokenize(rows["text"])
+    encoded = tokenize.encode_rows(rows) if isinstance(tokenize, TextTokenize) else tokenize(rows["text"])
     groups = {"group": rows["group"]} if "group" in rows else {}  # COPA / MultiRC: the question of each example
     ds = datasets.Dataset.from_dict({**encoded, "labels": rows["label"], **groups})
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +242,39 @@ class Collate:
         dtype = torch.float if self.regression else torch.long
         batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=dtype)
         for name in ("group", "index"):  # COPA/MultiRC questions; training rows (for cache_lower)
+            if name in examples[0]:
+                batch[name] = torch.tensor([e[name] for e in examples])
+        return batch
+
+
+class TextCollate(Collate):
+    """head=generate batches: `input_ids` (input + target + EOS) padded on the tokenizer's side, `labels` the
+    target ids there and -100 at input, padding (and, as the model drops them, prompt) positions; `input_mask`
+    the input tokens alone (what the prompt is computed from, as at generation); `gen_input_ids` and
+    `gen_attention_mask` the inputs alone, left-padded (generation starts from them); `class_labels` (-1 for
+    text tasks) and `references` (target texts)."""
+
+    def __init__(self, pad_token_id: int, side: str = "right"):
+        super().__init__(pad_token_id, False, side)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        longest = max(len(e["input_ids"]) for e in examples)
+        ids, labels, input_mask = [], [], []
+        for e in examples:
+            row, start = e["input_ids"], e["target_start"]
+            ids.append(self._pad(row, self.pad, longest))
+            labels.append(self._pad([-100] * start + row[start:], -100, longest))
+            input_mask.append(self._pad([1] * start + [0] * (len(row) - start), 0, longest))
+        batch = {"input_ids": torch.tensor(ids),
+                 "attention_mask": torch.tensor([self._pad([1] * len(e["input_ids"]), 0, longest) for e in examples]),
+                 "labels": torch.tensor(labels), "input_mask": torch.tensor(input_mask)}
+        inputs = [e["input_ids"][:e["target_start"]] for e in examples]
+        width = max(len(i) for i in inputs)
+        batch["gen_input_ids"] = torch.tensor([[self.pad] * (width - len(i)) + i for i in inputs])
+        batch["gen_attention_mask"] = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in inputs])
+        batch["class_labels"] = torch.tensor([e.get("labels", -1) for e in examples])
+        batch["references"] = [e.get("reference", "") for e in examples]
+        for name in ("group", "index"):
             if name in examples[0]:
                 batch[name] = torch.tensor([e[name] for e in examples])
         return batch
@@ -250,12 +369,17 @@ class ResumableRandomSampler(RandomSampler):
 
 
 class TaskDataModule(L.LightningDataModule):
-    def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer, token_types: bool = True, decoder: bool = False):
+    def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer, token_types: bool = True, decoder: bool = False,
+                 max_positions: int | None = None):
+        """`max_positions`: the backbone's (head=generate: an input that does not fit is an error)."""
         super().__init__()
         self.run, self.spec, self.tokenizer, self.token_types = run, spec, tokenizer, token_types
-        self.decoder = decoder
+        self.decoder, self.max_positions = decoder, max_positions
+        self.generate = run.head.type == "generate"
         self.tokenize = self._tokenizer_for(run, spec)
-        self.collate = Collate(tokenizer.pad_token_id or 0, spec.is_regression, getattr(tokenizer, "padding_side", "right"))
+        side = getattr(tokenizer, "padding_side", "right")
+        self.collate = (TextCollate(tokenizer.pad_token_id or 0, side) if self.generate else
+                        Collate(tokenizer.pad_token_id or 0, spec.is_regression, side))
         self.evals = eval_sets(run, spec)
         self.splits: dict[str, datasets.Dataset] = {}
         self.train_sampler = None
@@ -279,7 +403,11 @@ class TaskDataModule(L.LightningDataModule):
             else:
                 self._resume = dict(state)
 
-    def _tokenizer_for(self, run: RunConfig, spec: TaskSpec) -> Tokenize:
+    def _tokenizer_for(self, run: RunConfig, spec: TaskSpec) -> Tokenize | TextTokenize:
+        if self.generate:
+            template, words = (None, None) if spec.text_to_text else mlm_verbalizer(spec, run.task)
+            return TextTokenize(self.tokenizer, run.task, eos_token_id(self.tokenizer, run.head.eos_token), template,
+                                words, self.max_positions, run.model.name)
         template = mlm_verbalizer(spec, run.task)[0] if run.head.type in ("mlm", "lm") else None  # each task its own
         return Tokenize(self.tokenizer, run.task.max_length, template, self.token_types, self.decoder)
 

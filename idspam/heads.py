@@ -71,3 +71,51 @@ class VerbalizerHead(nn.Module):
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
         return self.readout(gather_positions(hidden, self.positions(batch)))
 
+
+
+def lm_target_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) of the positions whose next token is a target token (labels[:, 1:] != -100): the
+    only positions the causal-LM loss reads. Input, padding and prompt positions (the model drops the
+    prompt's states before the head) carry -100."""
+    return (labels[:, 1:] != -100).nonzero(as_tuple=True)
+
+
+def lm_targets(labels: torch.Tensor) -> torch.Tensor:
+    """(N,) the target ids `GenerateHead` predicts, in the order of `lm_target_positions`."""
+    return labels[:, 1:][labels[:, 1:] != -100]
+
+
+class GenerateHead(nn.Module):
+    """`head=generate`: a decoder's frozen causal-LM head over every position, trained (through the prompt
+    method) on the target tokens only. `logits(hidden)` is the head at every position; `forward` returns the
+    (N, vocab) logits at the N positions that predict a target token (what the loss reads), computing the head
+    only there. It has no `positions` method on purpose: the model never prunes the last layer for it.
+    `generation` holds the settings generation uses (HF `generate` keywords); `tokenizer` decodes."""
+
+    generative = True
+
+    def __init__(self, lm_head: nn.Module, generation: dict, tokenizer=None, softcap: float | None = None):
+        super().__init__()
+        self.lm_head, self.generation, self.tokenizer, self.softcap = lm_head, generation, tokenizer, softcap
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(hidden).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        rows, cols = lm_target_positions(batch["labels"])
+        return self.logits(hidden[rows, cols])
+
+
+def generation_kwargs(head_cfg, eos_id: int, pad_id: int) -> dict:
+    """HF `generate` keywords of the run's generation settings (head.max_new_tokens, strategy...)."""
+    kwargs = {"max_new_tokens": head_cfg.max_new_tokens, "eos_token_id": eos_id, "pad_token_id": pad_id}
+    if head_cfg.strategy == "sample":
+        kwargs.update(do_sample=True, temperature=head_cfg.temperature, top_p=head_cfg.top_p)
+    elif head_cfg.strategy == "beam":
+        kwargs.update(do_sample=False, num_beams=head_cfg.num_beams)
+    else:
+        kwargs.update(do_sample=False, num_beams=1)
+    return kwargs

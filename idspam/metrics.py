@@ -97,3 +97,56 @@ class TaskMetrics(nn.Module):
 
     def reset(self) -> None:
         self.collection.reset()
+
+
+def normalize_text(text: str) -> str:
+    """What exact match compares: the text with surrounding and repeated whitespace removed."""
+    return " ".join(text.split())
+
+
+class TextMetrics(nn.Module):
+    """Metrics on generated text (head=generate), computed offline:
+
+    exact_match  generated text == the target as the tokenizer decodes it (whitespace normalised)
+    chrf         corpus chrF (torchmetrics' CHRFScore: character n-grams, no downloads), 0..1
+    and, for a classification task read as label words (`classes`), the task's classification metrics: a
+    generation that is exactly the label word of a class predicts that class (a class's word is the reference
+    of its examples); any other text counts as wrong.
+
+    Predictions and references are kept as Python strings: under DDP each rank reports its own shard."""
+
+    def __init__(self, spec: TaskSpec, classes: bool = False):
+        super().__init__()
+        self.spec, self.classes, self.num_labels = spec, classes, spec.num_labels
+        self.predictions: list[str] = []
+        self.references: list[str] = []
+        self.labels: list[int] = []
+
+    def update(self, predictions: list[str], references: list[str], labels: torch.Tensor | None = None) -> None:
+        if len(predictions) != len(references):
+            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+        self.predictions += list(predictions)
+        self.references += list(references)
+        if self.classes:
+            self.labels += [int(y) for y in labels]
+
+    def compute(self) -> dict[str, float]:
+        from torchmetrics.text import CHRFScore
+
+        if not self.predictions:
+            return {}
+        pairs = list(zip(map(normalize_text, self.predictions), map(normalize_text, self.references), strict=True))
+        values = {"exact_match": sum(p == r for p, r in pairs) / len(pairs),
+                  "chrf": float(CHRFScore()(self.predictions, [[r] for r in self.references]))}
+        if self.classes:
+            words = {ref: label for (_, ref), label in zip(pairs, self.labels, strict=True)}
+            labels = torch.tensor(self.labels)
+            picked = torch.tensor([words.get(p, -1) for p, _ in pairs])
+            picked = torch.where(picked < 0, (labels + 1) % self.num_labels, picked)  # no label word: wrong
+            metrics = TaskMetrics(self.spec)  # on the CPU, where the strings are
+            metrics.update(torch.nn.functional.one_hot(picked, self.num_labels).float(), labels)
+            values.update(metrics.compute())
+        return values
+
+    def reset(self) -> None:
+        self.predictions, self.references, self.labels = [], [], []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -52,7 +54,8 @@ class PromptModel(nn.Module):
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Final hidden states of the real tokens, the method's prompt injected before `layer`."""
         states = self.lower_states(batch)
-        return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, self.method(in_float32(states)))
+        prompt = self.method(in_float32(prompt_source(states, batch)))
+        return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, prompt)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if not (self.prune_last_layer and hasattr(self.head, "positions")):
@@ -100,6 +103,19 @@ class PromptModel(nn.Module):
         }
 
 
+def prompt_source(states: LowerStates, batch: dict) -> LowerStates:
+    """The states the prompt is computed from: with `input_mask` in the batch (head=generate: input + target
+    fed together), the input tokens alone, as generation sees them; the target never shapes the prompt. On a
+    causal decoder the input tokens' lower states do not depend on the target, so this equals the prompt of
+    the input alone."""
+    mask = batch.get("input_mask")
+    if mask is None:
+        return states
+    view = copy.copy(states)  # keeps the class (a cached view reads its embeddings lazily)
+    view.attention_mask = mask
+    return view
+
+
 def in_float32(states: LowerStates) -> LowerStates:
     """The trained parts stay float32 on a bfloat16/float16 backbone: they read float32 copies of its states."""
     if states.hidden.dtype == torch.float32:
@@ -116,7 +132,15 @@ def build_model(run: RunConfig, spec: TaskSpec, backbone: Backbone, tokenizer) -
     method = build_method(run.method, n)
     method.attach(encoder)
     read_at = "last" if encoder.causal else "first"
-    if run.head.type in ("mlm", "lm"):
+    if run.head.type == "generate":
+        from .data import eos_token_id
+        from .heads import GenerateHead, generation_kwargs
+
+        eos = eos_token_id(tokenizer, run.head.eos_token)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        head = GenerateHead(backbone.lm_head, generation_kwargs(run.head, eos, pad), tokenizer,
+                            softcap=getattr(backbone.config, "final_logit_softcapping", None))
+    elif run.head.type in ("mlm", "lm"):
         words = mlm_verbalizer(spec, run.task)[1]
         ids = label_word_ids(tokenizer, words)
         if encoder.causal:

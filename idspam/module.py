@@ -12,7 +12,8 @@ from transformers import get_scheduler
 from .checkpoints import rng_state, set_rng_state
 from .config import OptimizerConfig
 from .errors import UserError
-from .metrics import TaskMetrics
+from .heads import lm_targets
+from .metrics import TaskMetrics, TextMetrics
 from .model import PromptModel
 from .tasks import TaskSpec
 
@@ -25,7 +26,12 @@ class PromptTuningModule(L.LightningModule):
         self.model, self.spec, self.opt, self.lr = model, spec, optimizer, lr
         evals = evals or [(split, spec) for split in spec.eval_splits]
         self.eval_splits = [key for key, _ in evals]
-        self.metrics = nn.ModuleList(TaskMetrics(task) for _, task in evals)
+        self.generative = getattr(model.head, "generative", False)  # head=generate: causal-LM loss, generated text
+        self.metrics = nn.ModuleList((TextMetrics(task, classes=not task.text_to_text) if self.generative
+                                      else TaskMetrics(task)) for _, task in evals)
+        self.predictions_dir = None  # head=generate: the run dir, where validation generations are written
+        self._generations: list[list[dict]] = [[] for _ in evals]
+        self._best: float | None = None
         self.last_eval: dict[str, float] = {}
         self.fingerprint: dict | None = None  # the run's config, stored in checkpoints to refuse a mismatched resume
 
@@ -50,14 +56,20 @@ class PromptTuningModule(L.LightningModule):
     def forward(self, batch):
         return self.model(batch)
 
+    def targets(self, batch) -> torch.Tensor:
+        """What the loss compares the logits with: the labels, or (head=generate) the target token ids."""
+        return lm_targets(batch["labels"]) if self.generative else batch["labels"]
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.generative:  # the head's logits are those of the positions predicting a target token
+            return F.cross_entropy(logits.float(), labels)
         if self.spec.is_regression:
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
         return F.cross_entropy(logits.float(), labels)
 
     def training_step(self, batch, batch_idx):
         n = len(batch["labels"])
-        loss = self.loss(self(batch), batch["labels"])
+        loss = self.loss(self(batch), self.targets(batch))
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
@@ -84,9 +96,33 @@ class PromptTuningModule(L.LightningModule):
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         logits = self(batch)
         split = self.eval_splits[dataloader_idx]
-        self.log(f"{split}/loss", self.loss(logits, batch["labels"]), batch_size=len(batch["labels"]),
+        self.log(f"{split}/loss", self.loss(logits, self.targets(batch)), batch_size=len(batch["labels"]),
                  add_dataloader_idx=False)
+        if self.generative:
+            texts = self.generate_texts(batch)
+            self.metrics[dataloader_idx].update(texts, batch["references"], batch["class_labels"])
+            tok = self.model.head.tokenizer
+            self._generations[dataloader_idx] += [
+                {"split": split, "input": tok.decode(ids[mask.bool()], skip_special_tokens=True), "target": ref,
+                 "prediction": text}
+                for ids, mask, ref, text in zip(batch["gen_input_ids"].cpu(), batch["gen_attention_mask"].cpu(),
+                                                batch["references"], texts, strict=True)]
+            return
         self.metrics[dataloader_idx].update(logits, batch["labels"], batch.get("group"))
+
+    def generate_texts(self, batch) -> list[str]:
+        """head=generate: the texts the model generates from the batch's inputs (the head's generation
+        settings), each cut at its first EOS."""
+        from .generation import generate
+
+        head = self.model.head
+        new = generate(self.model, batch["gen_input_ids"], batch["gen_attention_mask"], **head.generation).cpu()
+        eos = head.generation["eos_token_id"]
+        out = []
+        for row in new.tolist():
+            row = row[:row.index(eos)] if eos in row else row
+            out.append(head.tokenizer.decode(row, skip_special_tokens=True))
+        return out
 
     def on_validation_epoch_end(self) -> None:
         values = {}
@@ -95,8 +131,31 @@ class PromptTuningModule(L.LightningModule):
             metrics.reset()
         self.last_eval = values
         monitor = f"{self.eval_splits[0]}/{self.spec.metric}"
+        if self.generative:
+            self.write_predictions(values.get(monitor))
         for key, value in values.items():
             self.log(key, value, prog_bar=key == monitor, add_dataloader_idx=False)
+
+    def write_predictions(self, value: float | None) -> None:
+        """head=generate: the epoch's validation generations (JSON lines: split, input, target, prediction) to
+        <run dir>/predictions/epoch<E>.jsonl, and to <run dir>/predictions.jsonl when the monitored metric is the
+        best so far (the epoch whose weights the adapter keeps). Not for the sanity check before training."""
+        import json
+
+        from .results import atomic_write_text
+
+        rows, self._generations = [r for split in self._generations for r in split], [[] for _ in self._generations]
+        if self.predictions_dir is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        from pathlib import Path
+
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        folder = Path(self.predictions_dir)
+        (folder / "predictions").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "predictions" / f"epoch{self.current_epoch}.jsonl", text)
+        if value is not None and (self._best is None or value > self._best):
+            self._best = value
+            atomic_write_text(folder / "predictions.jsonl", text)
 
     def param_groups(self) -> list[dict]:
         """AdamW groups by learning rate and decay: no decay on biases and norms (ndim < 2); the

@@ -18,6 +18,7 @@ from .errors import UserError
 from .hub import load_with_hub_fallback, offline_mode
 
 NLI = "{s1} ? {mask} , {s2}"  # LPT's template for RTE/MNLI/QNLI/MRPC
+TEXT_METRICS = ("chrf", "exact_match")  # on generated text (head=generate); metrics.TextMetrics
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TaskSpec:
     hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> the hub data set's split
     # What each label index means, for transfer between tasks (default: the label names)
     label_meaning: tuple[str, ...] | None = None
+    text_to_text: bool = False  # task=csv_text: the answer is text (no labels), read with head=generate
 
     @property
     def meaning(self) -> tuple[str, ...] | None:
@@ -57,11 +59,13 @@ class TaskSpec:
 
     @property
     def is_regression(self) -> bool:
-        return self.label_names is None
+        return self.label_names is None and not self.text_to_text
 
     @property
     def metric_names(self) -> tuple[str, ...]:
         """What `TaskMetrics` reports for this task (any of them can pick the best epoch)."""
+        if self.text_to_text:
+            return TEXT_METRICS
         if self.is_regression:
             return ("pearson", "spearman", "corr", "mse")
         if self.grouped == "choice":
@@ -142,10 +146,16 @@ SPECS: dict[str, TaskSpec] = {
                  local_text=("sentence",), template="{s1} It was {mask} .", label_words=("terrible", "great")),
     ]
 }
-TASK_NAMES = [*SPECS, "csv"]
+TASK_NAMES = [*SPECS, "csv", "csv_text"]
 
 
 def get_spec(task: TaskConfig) -> TaskSpec:
+    if task.name == "csv_text":
+        return TaskSpec(
+            name="csv_text", label_names=None, metric=task.metric or "chrf", text_to_text=True,
+            local_text=(task.input_column,), local_label=task.target_column,
+            local_files={"train": (task.train_file,), "validation": (task.validation_file,)},
+        )
     if task.name != "csv":
         spec = SPECS[task.name]
         return spec if task.metric is None else TaskSpec(**{**spec.__dict__, "metric": task.metric})
@@ -186,9 +196,9 @@ def _local_path(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | No
     candidates = spec.local_files[split]
     if spec.name == "demo":
         return Path(str(resources.files("idspam") / "resources" / candidates[0]))
-    if spec.name == "csv":
+    if spec.name in ("csv", "csv_text"):
         if not candidates[0]:
-            raise UserError(f"task=csv needs task.{split}_file (a .csv, .tsv or .jsonl file)")
+            raise UserError(f"task={spec.name} needs task.{split}_file (a .csv, .tsv or .jsonl file)")
         path = Path(candidates[0]).expanduser()
         if not path.is_file():
             raise UserError(f"missing data file {str(path)!r} (task.{split}_file)")
@@ -313,6 +323,45 @@ def read_local(spec: TaskSpec, path: Path) -> dict[str, list]:
     return {"text": texts, "label": labels, **({"group": groups[0]} if groups else {})}
 
 
+def read_text_examples(spec: TaskSpec, path: Path, need_targets: bool = True) -> dict[str, list]:
+    """task=csv_text: {"text": [(input,)], "target": [str] (absent when the file has none and none are
+    needed), "where": ["file:line"]} of a .jsonl, .csv or .tsv file with a header. One line per problem,
+    naming file and line."""
+    (source,), target = spec.local_text, spec.local_label
+    valid = f"set task.input_column / task.target_column (now {source!r}, {target!r})"
+    rows = _read_table(path)
+    if not rows:
+        raise UserError(f"data file {str(path)!r} is empty")
+    if isinstance(rows[0], dict):
+        records = list(enumerate(rows, start=1))
+    else:
+        header = rows[0]
+        missing = [c for c in (source, *([target] if need_targets else [])) if c not in header]
+        if missing:
+            raise UserError(f"{path}:1: no column(s) {missing}; the header has {header}: {valid}")
+        records = [(i, dict(zip(header, row, strict=False))) for i, row in enumerate(rows[1:], start=2)]
+        if not records:
+            raise UserError(f"data file {str(path)!r} has no data rows")
+    texts, targets, where = [], [], []
+    has_targets = need_targets or all(target in r for _, r in records)
+    for line, record in records:
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{line}: expected a JSON object with columns {source!r} and {target!r}")
+        missing = [c for c in (source, *([target] if has_targets else [])) if c not in record]
+        if missing:
+            raise UserError(f"{path}:{line}: no column(s) {missing}; the record has {sorted(record)}: {valid}")
+        value = record[source]
+        texts.append(("" if value is None else str(value),))
+        where.append(f"{path}:{line}")
+        if has_targets:
+            value = record[target]
+            value = "" if value is None else str(value)
+            if not value.strip():
+                raise UserError(f"{path}:{line}: empty target (column {target!r}); every example needs one")
+            targets.append(value)
+    return {"text": texts, **({"target": targets} if has_targets else {}), "where": where}
+
+
 def read_inputs(spec: TaskSpec, path: Path) -> tuple[list[tuple[str, ...]], list | None]:
     """Texts to predict on, in the task's own file layout; their labels when the file has them."""
     return _read_examples(spec, path, need_labels=False)
@@ -363,7 +412,10 @@ def _read_hub(spec: TaskSpec, split: str) -> dict[str, list]:
 
 def load_split(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | None, seed: int) -> dict[str, list]:
     """Rows of one split, subsampled with the seed when the task config asks for it."""
-    if spec.hub is not None and not data_dir:
+    if spec.text_to_text:
+        data = read_text_examples(spec, _local_path(spec, task, split, data_dir))
+        data["label"] = [-1] * len(data["text"])  # no class: the target is the answer
+    elif spec.hub is not None and not data_dir:
         data = _read_hub(spec, split)
     else:
         data = read_local(spec, _local_path(spec, task, split, data_dir))
