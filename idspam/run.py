@@ -28,7 +28,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import tasks
 from .adapter import check_backbone, export_adapter, read_adapter
-from .backbone import fit_config_to_tokenizer, is_decoder, load_backbone, load_config, load_tokenizer, max_positions
+from .backbone import (
+    fit_config_to_tokenizer,
+    is_decoder,
+    load_backbone,
+    load_config,
+    load_tokenizer,
+    max_positions,
+)
 from .checkpoints import (
     RESUME_KEYS,
     AtomicCheckpointIO,
