@@ -137,15 +137,16 @@ class InjectionEngine(nn.Module):
             self.base.train(mode)
 
     def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-                   start: int, end: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+                   start: int, end: int, rows: torch.Tensor | None = None, cache=None) -> torch.Tensor:
         """layers[start:end]; the masks and rotary positions are computed once for the span. With `rows`
-        (B,), the last layer computes only there (keys and values from every token) and (B, 1, n) returns."""
+        (B,), the last layer computes only there (keys and values from every token) and (B, 1, n) returns.
+        With a key/value `cache` (decoding, `generation.py`) every layer appends its keys and values to it."""
         if start >= end:
             return hidden
-        context = self.layout.context(self.base, hidden, attention_mask, positions)
+        context = self.layout.context(self.base, hidden, attention_mask, positions, cache, (start, end))
         last = end - 1 if rows is not None else end
         for index in range(start, last):
-            hidden = self.layout.call(self.layers[index], index, hidden, context)
+            hidden = self.layout.call(self.layers[index], index, hidden, context, cache=cache)
         if rows is not None:
             hidden = self.layout.call_at(self.layers[last], last, hidden, context, rows)
         return hidden
@@ -162,9 +163,11 @@ class InjectionEngine(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         grad: bool = False,
         embed_fn=None,
+        cache=None,
     ) -> LowerStates:
         """Embeddings and layers[0:layer]. Without `grad` (the default) no autograd graph is built.
-        `embed_fn(word_embeddings, input_ids)` may rewrite the word embeddings first (DEPT)."""
+        `embed_fn(word_embeddings, input_ids)` may rewrite the word embeddings first (DEPT). A key/value
+        `cache` (decoding) receives layers[0:layer]'s keys and values."""
         self.check_layer(layer)
         word = None
         positions = real_positions(attention_mask)
@@ -175,7 +178,7 @@ class InjectionEngine(nn.Module):
                     word = self.word_embeddings(input_ids)
                 inputs_embeds = embed_fn(word, input_ids)
             embeddings = self.layout.embed(self.base, input_ids, positions, token_type_ids, inputs_embeds)
-            hidden = self.run_layers(embeddings, attention_mask, positions, 0, layer)
+            hidden = self.run_layers(embeddings, attention_mask, positions, 0, layer, cache=cache)
         return LowerStates(input_ids, attention_mask, embeddings, hidden, _word=word, _encoder=self)
 
     def prompt_position_ids(self, t: int, like: torch.Tensor) -> torch.Tensor:
@@ -191,6 +194,7 @@ class InjectionEngine(nn.Module):
         prompt: torch.Tensor | None = None,
         prompt_mask: torch.Tensor | None = None,
         rows: torch.Tensor | None = None,
+        cache=None,
     ) -> torch.Tensor:
         """layers[layer:N] on [prompt ; hidden], then the final norm; the real tokens' states only.
         `rows` (B,): the one position per example a head reads (in real-token coordinates); the last layer
@@ -205,9 +209,24 @@ class InjectionEngine(nn.Module):
             attention_mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask], dim=1)
             positions = torch.cat([self.prompt_position_ids(t, positions), positions], dim=1)
         if rows is not None:
-            hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers, rows + t)
+            hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers, rows + t, cache)
         else:
-            hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers)[:, t:]
+            hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers, cache=cache)[:, t:]
+        norm = self.layout.final_norm(self.base)
+        return norm(hidden) if norm is not None else hidden
+
+    def decode_step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int,
+                    prompt_mask: torch.Tensor | None, cache) -> torch.Tensor:
+        """New tokens (B, s) through every layer with the key/value `cache` a prefill (`lower` + `upper` with
+        the cache) filled: layers below m see the real tokens so far, layers from m on the prompt too
+        (`prompt_mask`, (B, t), None when there is no prompt). `attention_mask` covers every real token so far,
+        the new ones included; they take the next real positions. Returns their final states (B, s, n)."""
+        positions = real_positions(attention_mask)[:, -input_ids.shape[1]:]
+        hidden = self.layout.embed(self.base, input_ids, positions)
+        hidden = self.run_layers(hidden, attention_mask, positions, 0, layer, cache=cache)
+        upper_mask = attention_mask if prompt_mask is None else torch.cat(
+            [prompt_mask.to(attention_mask.dtype), attention_mask], dim=1)
+        hidden = self.run_layers(hidden, upper_mask, positions, layer, self.num_layers, cache=cache)
         norm = self.layout.final_norm(self.base)
         return norm(hidden) if norm is not None else hidden
 

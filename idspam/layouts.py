@@ -96,7 +96,10 @@ class Layout:
     def embed(self, base, input_ids, positions, token_type_ids=None, inputs_embeds=None) -> torch.Tensor:
         raise NotImplementedError
 
-    def context(self, base, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> dict:
+    def context(self, base, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None,
+                span: tuple[int, int] = (0, 0)) -> dict:
+        """What layers[span] share. With a key/value `cache` (decoding), the masks are sized by the cache of
+        the span's layers (layers >= m hold t more entries than those below m)."""
         raise NotImplementedError
 
     def call(self, layer: nn.Module, index: int, hidden: torch.Tensor, context: dict, cache=None) -> torch.Tensor:
@@ -146,7 +149,7 @@ class EncoderLayout(Layout):
         # the embedding layer derives positions itself (RoBERTa: from the padding; BERT: 0..L-1)
         return base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
 
-    def context(self, base, hidden, mask, positions):
+    def context(self, base, hidden, mask, positions, cache=None, span=(0, 0)):
         return {"mask": create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=mask)}
 
     def call(self, layer, index, hidden, context, cache=None):
@@ -183,8 +186,9 @@ class GPT2Layout(Layout):
         words = base.wte(input_ids) if inputs_embeds is None else inputs_embeds
         return base.drop(words + base.wpe(positions))
 
-    def context(self, base, hidden, mask, positions):
-        return {"mask": create_causal_mask(config=base.config, inputs_embeds=hidden, attention_mask=mask, cache=None)}
+    def context(self, base, hidden, mask, positions, cache=None, span=(0, 0)):
+        return {"mask": create_causal_mask(config=base.config, inputs_embeds=hidden, attention_mask=mask, cache=cache,
+                                           layer_idx=span[0] if cache is not None else None)}
 
     def call(self, layer, index, hidden, context, cache=None):
         return _hidden(layer(hidden, attention_mask=context["mask"], cache=cache))
@@ -225,13 +229,16 @@ class RotaryDecoderLayout(Layout):
         sliding = getattr(config, "sliding_window", None)  # Mistral: one mask, windowed when set
         return ["sliding_attention" if sliding else "full_attention"] * config.num_hidden_layers
 
-    def context(self, base, hidden, mask, positions):
+    def context(self, base, hidden, mask, positions, cache=None, span=(0, 0)):
         config = base.config
         builders = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
         types = self.layer_types(config)
+        # the first layer of each type in the span sizes that type's mask against the cache
+        first = {kind: next((i for i in range(*span) if types[i] == kind), None) for kind in set(types)}
         # always a 2-D mask and no position ids: create_causal_mask would read uneven positions as packed sequences
-        masks = {kind: builders[kind](config=config, inputs_embeds=hidden, attention_mask=mask, cache=None)
-                 for kind in set(types)}
+        masks = {kind: builders[kind](config=config, inputs_embeds=hidden, attention_mask=mask, cache=cache,
+                                      layer_idx=first[kind] if cache is not None else None)
+                 for kind in set(types) if cache is None or first[kind] is not None}
         return {"masks": masks, "types": types, "positions": positions,
                 "rotary": base.rotary_emb(hidden, positions)}
 
