@@ -49,30 +49,35 @@ def test_without_a_prompt_generation_is_the_plain_models(model_type, attn, side)
     assert torch.equal(ours.sequences[:, ids.shape[1]:], ref.sequences[:, ids.shape[1]:])
 
 
-def recompute_greedy(model: PromptModel, ids, mask, steps: int) -> torch.Tensor:
+def recompute_greedy(model: PromptModel, ids, mask, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every step from scratch: the prompt written from the input alone, the whole sequence run again."""
     engine, m = model.encoder, model.layer
     ids, mask = left_padded(ids, mask)
     with torch.no_grad():
         prompt = model.method(engine.lower(ids, mask, m))
-        seq, seq_mask, out = ids, mask, []
+        seq, seq_mask, out, logits = ids, mask, [], []
         for _ in range(steps):
             states = engine.lower(seq, seq_mask, m)
             hidden = engine.upper(states.hidden, seq_mask, m, prompt)
-            token = model.head.lm_head(hidden[:, -1]).argmax(-1, keepdim=True)
+            logits.append(model.head.lm_head(hidden[:, -1]))
+            token = logits[-1].argmax(-1, keepdim=True)
             out.append(token)
             seq, seq_mask = torch.cat([seq, token], 1), torch.cat([seq_mask, torch.ones_like(token)], 1)
-    return torch.cat(out, 1)
+    return torch.cat(out, 1), torch.stack(logits)
 
 
 @pytest.mark.parametrize("model_type,method,side", [
-    ("gpt2", "idspam", "left"), ("llama", "idspam", "right"), ("qwen2", "idspam", "left"), ("llama", "lpt", "left")])
+    ("gpt2", "idspam", "left"), ("llama", "idspam", "right"), ("qwen2", "idspam", "left"), ("llama", "lpt", "left"),
+    ("gpt2", "lpt", "left"), ("llama", "prompt_tuning", "left"), ("gpt2", "prompt_tuning", "left")])
 def test_cached_decoding_equals_recomputing_every_step(model_type, method, side):
     lm = causal_lm(model_type)
-    model = prompt_model(lm, method)
+    model = prompt_model(lm, method, layer=0 if method == "prompt_tuning" else 2)  # prompt tuning: at the input
     ids, mask = batch(side)
-    ours = generate(model, ids, mask, max_new_tokens=7, do_sample=False, eos_token_id=None, pad_token_id=0)
-    assert torch.equal(ours, recompute_greedy(model, ids, mask, 7))
+    ours = generate(model, ids, mask, max_new_tokens=7, do_sample=False, eos_token_id=None, pad_token_id=0,
+                    output_scores=True, return_dict_in_generate=True)
+    tokens, logits = recompute_greedy(model, ids, mask, 7)
+    assert torch.equal(ours.sequences[:, ids.shape[1]:], tokens)
+    torch.testing.assert_close(torch.stack(ours.scores), logits, atol=1e-4, rtol=1e-4)
     kw = dict(max_new_tokens=1, do_sample=False, eos_token_id=None, pad_token_id=0, output_scores=True,
               return_dict_in_generate=True)
     left_ids, left_mask = left_padded(ids, mask)
