@@ -317,6 +317,10 @@ def build_parser():
     from .bench_e2e import add_e2e_options
 
     add_e2e_options(parser)  # --e2e: whole training runs with and without cache_lower (bench_e2e.py)
+    add("--decode", action="store_true", default=None,
+        help="decode speed instead: tokens/s of generate with the prompt at m = N/2 against PEFT prompt tuning "
+             "and no prompt, on a decoder (--model gpt2, llama_small; bench_decode.py)")
+    add("--new-tokens", dest="new_tokens", type=positive_int, help="--decode: tokens generated per input (default 32)")
     return parser
 
 
@@ -355,11 +359,21 @@ def main(argv: list[str] | None = None) -> None:
             from .bench_e2e import main_e2e
 
             return main_e2e(args)
+        if args.pop("decode", None):
+            from .bench_decode import decode_rows, decode_table
+
+            args.setdefault("new_tokens", 32)
+            results = decode_rows(args)
+            text = decode_table(results, args)
+            return finish(args, results, text)
         results = run(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    text = table(results, args)
+    finish(args, results, table(results, args))
+
+
+def finish(args: dict, results: list[dict], text: str) -> None:
     print(text)
     out = Path(args["out"])
     from .results import atomic_write_json, package_versions

@@ -130,3 +130,14 @@ def test_benchmark_runs_on_decoders(tmp_path, model):
     assert names == ["inference", "idspam m=2", "idspam m=2 cache_lower", "lpt m=2", "peft prompt_tuning", "peft lora"]
     assert all(r["min_examples_per_second"] <= r["examples_per_second"] <= r["max_examples_per_second"]
                for r in report["rows"])
+
+
+def test_decode_benchmark_compares_against_peft_and_no_prompt(tmp_path, capsys):
+    from idspam.bench import main
+
+    main(["--decode", "--model", "tiny_llama", "--batch", "2", "--length", "8", "--new-tokens", "3", "--repeats", "2",
+          "--out", str(tmp_path / "decode.json")])
+    report = json.loads((tmp_path / "decode.json").read_text())
+    assert [r["row"] for r in report["rows"]] == ["no prompt (HF generate)", "peft prompt_tuning", "idspam m=2"]
+    assert all(r["tokens_per_second"] > 0 for r in report["rows"])
+    assert "| idspam m=2 |" in capsys.readouterr().out
