@@ -48,10 +48,13 @@ class PromptTuningModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng"] = rng_state()  # the next epoch's shuffle and dropout, for an exact resume
         checkpoint["idspam"] = self.fingerprint
+        if self.generative:  # a resumed run rewrites predictions.jsonl only for a better epoch
+            checkpoint["idspam_best_predictions"] = self._best
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng" in checkpoint:
             set_rng_state(checkpoint["rng"])
+        self._best = checkpoint.get("idspam_best_predictions", self._best)
 
     def forward(self, batch):
         return self.model(batch)

@@ -9,6 +9,11 @@ in the earlier idspam-adapter/1 format) or a PEFT sequence-classification adapte
 layout (its text columns, e.g. `sentence` for SST-2), as CSV, TSV or JSONL, or on stdin. Each output line
 holds `index`, `prediction` (the label name; the value for a regression task), `probabilities` (one per
 class) and, when the input has labels, the gold `label`; the accuracy then goes to stderr.
+
+An adapter trained with `head=generate` generates instead, with the generation settings saved in it
+(`--max-new-tokens` overrides theirs): `prediction` is the generated text; with targets in the input (a
+`task=csv_text` file's target column, or a classification task's labels, read as their label words) each
+line holds the `target` and the exact match goes to stderr.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ def build_parser():
     parser.add_argument("--output", default="-", help="JSONL file to write; - (the default): stdout")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="inputs per forward pass (default 64)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1...")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=None,
+                        help="head=generate adapters: tokens to generate at most (default: the adapter's setting)")
     parser.add_argument("--labels", nargs="+", metavar="NAME",
                         help="a PEFT adapter's class names, in order (default: its base model's id2label)")
     parser.add_argument("--text-column", dest="text_columns", action="append", metavar="NAME",
@@ -69,7 +76,8 @@ def task_spec(predictor, text_columns: list[str] | None):
 
 
 def predict(adapter: str, input_: str = "-", batch_size: int = 64, device: str = "cpu",
-            text_columns: list[str] | None = None, labels: list[str] | None = None) -> list[dict]:
+            text_columns: list[str] | None = None, labels: list[str] | None = None,
+            max_new_tokens: int | None = None) -> list[dict]:
     """One output record per input row (see the module's doc)."""
     from .api import load_adapter
     from .tasks import read_inputs
@@ -82,6 +90,8 @@ def predict(adapter: str, input_: str = "-", batch_size: int = 64, device: str =
     finally:
         if holder:
             holder.cleanup()
+    if getattr(getattr(predictor.model, "head", None), "generative", False):
+        return generated(predictor, spec, texts, labels, batch_size, max_new_tokens)
     outputs = []
     for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", file=sys.stderr,
                       disable=len(texts) <= batch_size):
@@ -96,10 +106,35 @@ def predict(adapter: str, input_: str = "-", batch_size: int = 64, device: str =
     return outputs
 
 
+def generated(predictor, spec, texts, targets, batch_size: int, max_new_tokens: int | None) -> list[dict]:
+    """head=generate adapters: one record per input with the generated text (and the target, when known)."""
+    from .api import run_config
+    from .metrics import normalize_text
+    from .tasks import mlm_verbalizer
+
+    overrides = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    outputs = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="generate", unit="batch", file=sys.stderr,
+                      disable=len(texts) <= batch_size):
+        outputs += predictor.generate(texts[start:start + batch_size], batch_size, **overrides)
+    outputs = [{"index": i, "prediction": text} for i, text in enumerate(outputs)]
+    if targets is not None:
+        if not spec.text_to_text:  # a classification task: its label words are the targets
+            words = mlm_verbalizer(spec, run_config(predictor.config).task)[1]
+            targets = [words[label] for label in targets]
+        tok = predictor.tokenize
+        for out, target in zip(outputs, targets, strict=True):  # as the tokenizer gives the target back
+            out["target"] = tok.tok.decode(tok.encode_target(target)[:-1], skip_special_tokens=True)
+        exact = sum(normalize_text(o["prediction"]) == normalize_text(o["target"]) for o in outputs)
+        print(f"exact match {exact / len(outputs):.4f} on {len(outputs)} inputs with targets", file=sys.stderr)
+    return outputs
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        outputs = predict(args.adapter, args.input, args.batch_size, args.device, args.text_columns, args.labels)
+        outputs = predict(args.adapter, args.input, args.batch_size, args.device, args.text_columns, args.labels,
+                          args.max_new_tokens)
         text = "".join(json.dumps(o) + "\n" for o in outputs)
         if args.output == "-":
             sys.stdout.write(text)

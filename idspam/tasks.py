@@ -363,7 +363,11 @@ def read_text_examples(spec: TaskSpec, path: Path, need_targets: bool = True) ->
 
 
 def read_inputs(spec: TaskSpec, path: Path) -> tuple[list[tuple[str, ...]], list | None]:
-    """Texts to predict on, in the task's own file layout; their labels when the file has them."""
+    """Texts to predict on, in the task's own file layout; their labels (task=csv_text: targets) when the file
+    has them."""
+    if spec.text_to_text:
+        rows = read_text_examples(spec, path, need_targets=False)
+        return rows["text"], rows.get("target")
     return _read_examples(spec, path, need_labels=False)
 
 

@@ -337,6 +337,17 @@ def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_
     assert predictor.generate([p["input"] for p in predictions]) == [p["prediction"] for p in predictions]
     longer = predictor.generate(["say hello"], max_new_tokens=6)[0]
     assert longer.startswith(predictions[0]["prediction"])
+    # idspam-predict on the dev file: the same generations, the targets beside them
+    from idspam.predict import main
+
+    main([str(out / "adapter"), "--input", str(tmp_path / "dev.jsonl"), "--output", str(tmp_path / "pred.jsonl")])
+    lines = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert [(o["prediction"], o["target"]) for o in lines] == [(p["prediction"], p["target"]) for p in predictions]
+    main([str(out / "adapter"), "--input", str(tmp_path / "dev.jsonl"), "--output", str(tmp_path / "one.jsonl"),
+          "--max-new-tokens", "1"])
+    one = [json.loads(line)["prediction"] for line in (tmp_path / "one.jsonl").read_text().splitlines()]
+    assert one == predictor.generate([p["input"] for p in predictions], max_new_tokens=1)
+    assert one != [p["prediction"] for p in predictions]  # 4 tokens (the run's setting) gave more
 
 
 @needs_generation
