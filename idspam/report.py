@@ -361,10 +361,10 @@ def markdown(tables, jobs: list[Job], sweeps: list[Path], figures: list[Path], r
     lines += ["## Jobs", "", f"{finished} of {len(jobs)} jobs finished."]
     if unfinished:
         lines += ["", "Not finished (not in the means above; an interrupted job resumes when its sweep is run again):",
-                  "", "| job | overrides | status | got to | error |", "|---|---|---|---|---|"]
+                  "", "| job | overrides | status | error | got to |", "|---|---|---|---|---|"]
         for j in unfinished:
             error = (j.error or "").replace("|", "/").splitlines()[0][:200] if j.error else ""
-            lines.append(f"| {j.where} | {' '.join(j.overrides)} | {j.status} | {j.how_far or ''} | {error} |")
+            lines.append(f"| {j.where} | {' '.join(j.overrides)} | {j.status} | {error} | {j.how_far or ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -175,7 +175,9 @@ def test_report_shows_how_far_an_interrupted_job_got(tmp_path):
     assert job.status == "interrupted" and job.how_far == "step 3 of 12 (epoch 0), checkpoint there"
     from idspam.report import markdown
 
-    assert "| interrupted | step 3 of 12 (epoch 0), checkpoint there |" in markdown({}, [job], [out], [])
+    table = markdown({}, [job], [out], [])
+    assert "| interrupted | RunInterrupted: stopped by SIGTERM at step 3 of 12 (epoch 0), checkpoint saved | " \
+           "step 3 of 12 (epoch 0), checkpoint there |" in table
 
 
 # ------------------------------------------------------------------ SLURM: submitit's requeue
@@ -321,3 +323,18 @@ def test_resume_auto_finds_the_single_runs_own_dir(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert "finished before, reused" in reused.stdout
     assert len(list((tmp_path / "outputs" / "runs").glob("*/*/*/*"))) == 2
+
+
+def test_resume_auto_reuses_a_finished_run_and_never_trains_it_again(compose_cfg, tmp_path):
+    from idspam.run import train
+
+    args = ["model=tiny", "trainer.max_epochs=1", "task.max_train_samples=32", "task.max_eval_samples=16",
+            "logger=none"]
+    first = train(compose_cfg(*args))
+    before = (tmp_path / "results.json").read_bytes()
+    reused = train(compose_cfg(*args, "resume=auto"))
+    assert reused == first and (tmp_path / "results.json").read_bytes() == before  # not trained, not rewritten
+    assert json.loads((tmp_path / ".hydra" / "attempt.json").read_text())["action"] == "reused"
+    again = train(compose_cfg(*args, "resume=never"))
+    assert again["attempt"] == "rerun" and [h["status"] for h in again["history"]] == ["finished"]
+    assert again["best"] == first["best"]  # the same seed trains to the same numbers
