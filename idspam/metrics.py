@@ -99,6 +99,19 @@ class TaskMetrics(nn.Module):
         self.collection.reset()
 
 
+def label_word_metrics(picked: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, float]:
+    """TaskMetrics' classification metrics when a prediction may be class k, "none of the k classes"."""
+    from torchmetrics.functional.classification import multiclass_f1_score, multiclass_matthews_corrcoef
+
+    per_class = multiclass_f1_score(picked, labels, k + 1, average=None)[:k]
+    values = {"accuracy": float((picked == labels).float().mean()), "macro_f1": float(per_class.mean()),
+              "mcc": float(multiclass_matthews_corrcoef(picked, labels, k + 1))}
+    if k == 2:
+        values["f1"] = float(per_class[1])
+    values["acc_f1"] = (values["accuracy"] + values["macro_f1"]) / 2
+    return values
+
+
 def normalize_text(text: str) -> str:
     """What exact match compares: the text with surrounding and repeated whitespace removed."""
     return " ".join(text.split())
@@ -111,7 +124,8 @@ class TextMetrics(nn.Module):
     chrf         corpus chrF (torchmetrics' CHRFScore: character n-grams, no downloads), 0..1
     and, for a classification task read as label words (`classes`), the task's classification metrics: a
     generation that is exactly the label word of a class predicts that class (a class's word is the reference
-    of its examples); any other text counts as wrong.
+    of its examples); any other text is a class of its own, "no label word": wrong for accuracy, outside
+    every class for F1 (macro-F1 averages the task's classes only), one more class for MCC.
 
     Predictions and references are kept as Python strings: under DDP each rank reports its own shard."""
 
@@ -141,11 +155,9 @@ class TextMetrics(nn.Module):
         if self.classes:
             words = {ref: label for (_, ref), label in zip(pairs, self.labels, strict=True)}
             labels = torch.tensor(self.labels)
-            picked = torch.tensor([words.get(p, -1) for p, _ in pairs])
-            picked = torch.where(picked < 0, (labels + 1) % self.num_labels, picked)  # no label word: wrong
-            metrics = TaskMetrics(self.spec)  # on the CPU, where the strings are
-            metrics.update(torch.nn.functional.one_hot(picked, self.num_labels).float(), labels)
-            values.update(metrics.compute())
+            k = self.num_labels
+            picked = torch.tensor([words.get(p, k) for p, _ in pairs])  # k: no label word
+            values.update(label_word_metrics(picked, labels, k))
         return values
 
     def reset(self) -> None:

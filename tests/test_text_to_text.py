@@ -302,6 +302,19 @@ def test_text_metrics_exact_match_chrf_and_label_words():
     classes.update(["great", "terrible", "greatest"], ["great", "great", "terrible"], torch.tensor([1, 1, 0]))
     values = classes.compute()
     assert values["accuracy"] == pytest.approx(1 / 3) and values["exact_match"] == pytest.approx(1 / 3)
+    # "greatest" is no label word: outside both classes (class 1's F1 2/3, class 0's 0), not the other class
+    assert values["macro_f1"] == pytest.approx(1 / 3) and values["f1"] == pytest.approx(2 / 3)
+    # generations that are all label words: the task's own metrics, as head=lm/cls compute them
+    from idspam.metrics import TaskMetrics
+
+    words, labels = ["great", "terrible", "great", "great"], torch.tensor([1, 0, 0, 1])
+    classes.reset()
+    classes.update(words, ["great", "terrible", "terrible", "great"], labels)
+    same = TaskMetrics(SPECS["demo"])
+    same.update(torch.nn.functional.one_hot(torch.tensor([1, 0, 1, 1]), 2).float(), labels)
+    values = classes.compute()
+    for name, value in same.compute().items():
+        assert values[name] == pytest.approx(value), name
 
 
 # ---------------------------------------------------------------- end to end
