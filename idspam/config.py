@@ -311,7 +311,8 @@ def check_generation(head: HeadConfig, task: TaskConfig, spec, method) -> None:
     longest = task.max_length + task.max_target_length
     if getattr(method, "max_length", longest) < longest:
         raise UserError(f"method.max_length={method.max_length} is shorter than task.max_length + "
-                        f"task.max_target_length={longest}; head=generate feeds the input and its target together")
+                        f"task.max_target_length={longest}; head=generate feeds the input and its target together: set "
+                        f"method.max_length={longest}")
 
 
 def check_transfer(source, target, what: str) -> None:
