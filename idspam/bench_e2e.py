@@ -130,7 +130,7 @@ def run_e2e(args: dict) -> dict:
         walls = [r["wall_s"] for r in runs[name]]
         first = runs[name][0]
         uncached = f"m={overrides['layer']} uncached"
-        rows.append({**{k: v for k, v in first.items() if k.startswith("cache")}, "row": name,
+        rows.append({**{k: v for k, v in first.items() if k.startswith("cache") or k == "hidden_size"}, "row": name,
                      "layer": overrides["layer"], "repeats": len(walls), "wall_s": statistics.median(walls),
                      "wall_min_s": min(walls), "wall_max_s": max(walls), "walls": walls,
                      "metric": first["metric"], "final": [r["final"] for r in runs[name]],
