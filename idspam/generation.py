@@ -10,7 +10,7 @@ only the model's forward is ours, through the one injection engine:
 - decode steps: the new token runs through all layers with the cache; layers below m attend to the
   tokens so far, layers from m on also to the prompt's cached keys and values. The generator never
   reads the generated tokens (the prompt is the input's, as in training); DEPT's embedding update
-  applies to the input's positions only.
+  applies to every token by its real position, generated ones included, as in causal-LM training.
 
 `generate(model, input_ids, attention_mask, **kwargs)` returns the new tokens only; any keyword of
 `transformers.GenerationMixin.generate` applies (max_new_tokens, do_sample, num_beams, eos_token_id...).
@@ -58,13 +58,14 @@ class InjectedCausalLM(PreTrainedModel, GenerationMixin):
         if cache is None:
             cache = DynamicCache()
         if cache.get_seq_length() == 0:  # prefill: the input, the prompt written once from it
-            method = self.prompt_model.method  # DEPT rewrites the input's embeddings (not the generated tokens')
+            method = self.prompt_model.method  # DEPT rewrites the embeddings by position
             states = engine.lower(input_ids, attention_mask, m, grad=False, embed_fn=method.input_embeds, cache=cache)
             prompt = self.prompt_model.method(in_float32(states))
             self._prompt_mask = None if prompt is None else attention_mask.new_ones(prompt.shape[:2])
             hidden = engine.upper(states.hidden, attention_mask, m, prompt, cache=cache)
         else:
-            hidden = engine.decode_step(input_ids, attention_mask, m, self._prompt_mask, cache)
+            hidden = engine.decode_step(input_ids, attention_mask, m, self._prompt_mask, cache,
+                                        embed_fn=self.prompt_model.method.input_embeds)
         return CausalLMOutputWithPast(logits=self.lm_head(hidden).float(), cache=cache)
 
     # beam search reorders the batch between steps: the prompt mask follows (it is the same for every row)

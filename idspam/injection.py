@@ -166,7 +166,7 @@ class InjectionEngine(nn.Module):
         cache=None,
     ) -> LowerStates:
         """Embeddings and layers[0:layer]. Without `grad` (the default) no autograd graph is built.
-        `embed_fn(word_embeddings, input_ids)` may rewrite the word embeddings first (DEPT). A key/value
+        `embed_fn(word_embeddings, input_ids, positions)` may rewrite the word embeddings first (DEPT). A key/value
         `cache` (decoding) receives layers[0:layer]'s keys and values."""
         self.check_layer(layer)
         word = None
@@ -176,7 +176,7 @@ class InjectionEngine(nn.Module):
             if embed_fn is not None:
                 with torch.no_grad():
                     word = self.word_embeddings(input_ids)
-                inputs_embeds = embed_fn(word, input_ids)
+                inputs_embeds = embed_fn(word, input_ids, positions)
             embeddings = self.layout.embed(self.base, input_ids, positions, token_type_ids, inputs_embeds)
             hidden = self.run_layers(embeddings, attention_mask, positions, 0, layer, cache=cache)
         return LowerStates(input_ids, attention_mask, embeddings, hidden, _word=word, _encoder=self)
@@ -216,13 +216,14 @@ class InjectionEngine(nn.Module):
         return norm(hidden) if norm is not None else hidden
 
     def decode_step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int,
-                    prompt_mask: torch.Tensor | None, cache) -> torch.Tensor:
+                    prompt_mask: torch.Tensor | None, cache, embed_fn=None) -> torch.Tensor:
         """New tokens (B, s) through every layer with the key/value `cache` a prefill (`lower` + `upper` with
         the cache) filled: layers below m see the real tokens so far, layers from m on the prompt too
         (`prompt_mask`, (B, t), None when there is no prompt). `attention_mask` covers every real token so far,
         the new ones included; they take the next real positions. Returns their final states (B, s, n)."""
         positions = real_positions(attention_mask)[:, -input_ids.shape[1]:]
-        hidden = self.layout.embed(self.base, input_ids, positions)
+        inputs_embeds = None if embed_fn is None else embed_fn(self.word_embeddings(input_ids), input_ids, positions)
+        hidden = self.layout.embed(self.base, input_ids, positions, inputs_embeds=inputs_embeds)
         hidden = self.run_layers(hidden, attention_mask, positions, 0, layer, cache=cache)
         upper_mask = attention_mask if prompt_mask is None else torch.cat(
             [prompt_mask.to(attention_mask.dtype), attention_mask], dim=1)

@@ -320,16 +320,29 @@ def test_text_metrics_exact_match_chrf_and_label_words():
 # ---------------------------------------------------------------- end to end
 
 
+def test_generation_settings_map_to_hf_keywords():
+    from idspam.config import HeadConfig
+    from idspam.heads import generation_kwargs
+
+    greedy = generation_kwargs(HeadConfig(type="generate", max_new_tokens=7), 102, 0)
+    assert greedy == {"max_new_tokens": 7, "eos_token_id": 102, "pad_token_id": 0, "do_sample": False, "num_beams": 1}
+    beam = generation_kwargs(HeadConfig(type="generate", strategy="beam", num_beams=3), 102, 0)
+    assert beam["num_beams"] == 3 and beam["do_sample"] is False
+    sample = generation_kwargs(HeadConfig(type="generate", strategy="sample", temperature=0.7, top_p=0.9), 102, 0)
+    assert sample["do_sample"] and sample["temperature"] == 0.7 and sample["top_p"] == 0.9
+
+
 @needs_generation
-@pytest.mark.parametrize("model_name,method,side", [("tiny_gpt2", "idspam", "right"), ("tiny_llama", "idspam", "left"),
-                                                    ("tiny_gpt2", "lpt", "left"), ("tiny_llama", "lora", "right")])
-def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_path, model_name, method, side):
+@pytest.mark.parametrize("model_name,method,side,extra", [
+    ("tiny_gpt2", "idspam", "right", []), ("tiny_llama", "idspam", "left", []), ("tiny_gpt2", "lpt", "left", []),
+    ("tiny_llama", "lora", "right", ["head.strategy=beam", "head.num_beams=2"])])
+def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_path, model_name, method, side, extra):
     from idspam.api import load_adapter
     from idspam.run import train
 
     out = tmp_path / "run"
     results = train(compose_cfg(*text_files(tmp_path), f"model={model_name}", f"method={method}",
-                                f"model.padding_side={side}", f"paths.output_dir={out}", *FAST))
+                                f"model.padding_side={side}", f"paths.output_dir={out}", *FAST, *extra))
     assert results["status"] == "finished" and results["head"] == "generate"
     assert results["parameters"]["head"] == 0 and results["parameters"]["method"] > 0
     saved = json.loads((out / "results.json").read_text())
@@ -346,10 +359,12 @@ def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_
     assert adapter["head"]["type"] == "generate" and adapter["head"]["max_new_tokens"] == 4
     hf = json.loads((out / "adapter" / "generation_config.json").read_text())
     assert hf["max_new_tokens"] == 4 and hf["eos_token_id"] == 102
+    assert hf.get("num_beams", 1) == (2 if extra else 1) and adapter["head"]["strategy"] == ("beam" if extra else "greedy")
     predictor = load_adapter(out / "adapter")
     assert predictor.generate([p["input"] for p in predictions]) == [p["prediction"] for p in predictions]
-    longer = predictor.generate(["say hello"], max_new_tokens=6)[0]
-    assert longer.startswith(predictions[0]["prediction"])
+    if not extra:  # greedy: more new tokens extend the same text (beam search may pick other beams)
+        longer = predictor.generate(["say hello"], max_new_tokens=6)[0]
+        assert longer.startswith(predictions[0]["prediction"])
     # idspam-predict on the dev file: the same generations, the targets beside them
     from idspam.predict import main
 
@@ -381,16 +396,9 @@ def test_classification_task_trains_as_text_and_reports_its_metrics(compose_cfg,
 METHODS = ["idspam", "idspam_meanpool", "prompt_tuning", "ptuning", "lpt", "smop", "dept", "lora", "finetune"]
 
 
-DEPT_DECODING = pytest.mark.xfail(strict=True, reason=(
-    "DEPT's embedding update is indexed by sequence index (rows shift in a left-padded generation batch) and "
-    "decode steps do not apply it to generated tokens, which training does to target tokens: decoding side"))
-
-
 @needs_generation
-@pytest.mark.parametrize("model_name,side,method", [("tiny_gpt2", "right", m) for m in METHODS if m != "dept"]
-                         + [("tiny_llama", "left", m) for m in ("idspam", "lpt")]
-                         + [pytest.param("tiny_gpt2", "right", "dept", marks=DEPT_DECODING),
-                            pytest.param("tiny_llama", "left", "dept", marks=DEPT_DECODING)])
+@pytest.mark.parametrize("model_name,side,method", [("tiny_gpt2", "right", m) for m in METHODS]
+                         + [("tiny_llama", "left", m) for m in ("idspam", "lpt", "dept")])
 def test_training_path_scores_the_tokens_generation_picks(compose_cfg, tmp_path, model_name, side, method):
     """What training computes for input + target (the prompt from the input alone) is what decoding computes:
     greedy generation's tokens are the argmax of the training path's logits fed the tokens so far."""

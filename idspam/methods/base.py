@@ -5,7 +5,8 @@ A method is an nn.Module. `forward(states)` writes the prompt that the shared
 let a method reach into the frozen backbone without a copy of the encoder loop:
 
 - `attach(encoder)`: called once with the frozen encoder (vocabulary init, LoRA, unfreezing);
-- `input_embeds(word, input_ids)`: rewrite the word embeddings before the embedding layer (DEPT);
+- `input_embeds(word, input_ids, positions)`: rewrite the word embeddings before the embedding layer
+  (DEPT); `positions` are the tokens' real positions (0..L-1 from each row's first real token);
 - `grad_below`: the method owns parameters below layer m, so autograd must run there;
 - `backbone_modules(encoder)`: backbone modules the method trains (they follow train/eval mode);
 - `aux_loss()`: an extra loss from the last forward pass (SMoP's load balancing);
@@ -58,7 +59,7 @@ class PromptMethod(nn.Module):
     def attach(self, encoder: PromptInjectedEncoder) -> None:
         """Called once, after construction, with the frozen encoder."""
 
-    # (word_embeddings, input_ids) -> the embeddings fed to the embedding layer; None: unchanged
+    # (word_embeddings, input_ids, positions) -> the embeddings fed to the embedding layer; None: unchanged
     input_embeds = None
 
     def backbone_modules(self, encoder: PromptInjectedEncoder) -> list[nn.Module]:

@@ -1,6 +1,8 @@
 """DEPT (Shi & Lipani 2024): a short soft prompt plus a low-rank update of the input embeddings.
 
-    word embeddings of the real tokens += (A B)[:L]      A: (max_length, r), B: (r, n), r = 45
+    word embeddings of the real tokens += (A B)[p]       A: (max_length, r), B: (r, n), r = 45
+                                                         p: each token's real position (padding side
+                                                         and generated tokens alike)
     prompt: t trained vectors, prepended at the input (m = 0)
 
 The prompt starts as prompt tuning's `vocab` init; A as Kaiming-uniform noise and B at zero, so
@@ -55,12 +57,15 @@ class DecomposedPrompt(PromptMethod):
     def attach(self, encoder: PromptInjectedEncoder) -> None:
         self.prompt.data.copy_(vocab_init(encoder, self.cfg.prompt_length))  # as prompt tuning starts
 
-    def input_embeds(self, word_embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        L = word_embeddings.shape[1]
+    def input_embeds(self, word_embeddings: torch.Tensor, input_ids: torch.Tensor,
+                     positions: torch.Tensor | None = None) -> torch.Tensor:
+        if positions is None:
+            positions = torch.arange(word_embeddings.shape[1], device=word_embeddings.device)[None]
+        L = int(positions.max()) + 1
         if L > self.cfg.max_length:
             raise UserError(f"an input of {L} tokens is longer than method.max_length={self.cfg.max_length}; "
                             "set method.max_length to task.max_length or more")
-        return word_embeddings + (self.lora_a[:L] @ self.lora_b).to(word_embeddings.dtype)
+        return word_embeddings + (self.lora_a[positions] @ self.lora_b).to(word_embeddings.dtype)
 
     def param_lrs(self) -> dict[nn.Parameter, float]:
         return {self.lora_a: self.cfg.lowrank_lr, self.lora_b: self.cfg.lowrank_lr}
