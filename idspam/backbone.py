@@ -9,8 +9,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
 import torch
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,

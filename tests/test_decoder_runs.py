@@ -63,13 +63,14 @@ def test_lm_head_on_a_decoder_trains_only_the_generator(compose_cfg):
 
 
 def test_only_method_and_head_receive_gradients_on_a_decoder():
+    from omegaconf import OmegaConf
+
     from idspam.backbone import load_backbone, load_config, load_tokenizer
     from idspam.config import ModelConfig, typed
     from idspam.heads import ClassificationHead
     from idspam.injection import InjectionEngine
     from idspam.methods import build_method, method_config
     from idspam.model import PromptModel
-    from omegaconf import OmegaConf
 
     from .conftest import Path
 

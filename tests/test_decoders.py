@@ -146,7 +146,7 @@ def test_last_token_head_reads_the_same_token_under_either_padding_with_a_prompt
         for side in ("right", "left"):
             ids, mask = batch(side)
             with torch.no_grad():
-                hidden = engine(ids, mask, 2, lambda s: prompt)
+                hidden = engine(ids, mask, 2, lambda s, p=prompt: p)
                 logits[side] = head(hidden, {"input_ids": ids, "attention_mask": mask})
         torch.testing.assert_close(logits["right"], logits["left"], atol=3e-5, rtol=1e-4)
 

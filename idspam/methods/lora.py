@@ -9,7 +9,7 @@ which `peft.PeftModel.from_pretrained(<the backbone>, folder)` loads; `load_adap
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
