@@ -169,7 +169,7 @@ def check_backbone_fits(run: RunConfig, config) -> None:
     decoder = is_decoder(config)
     if decoder and run.head.type == "mlm":
         raise UserError(f"head=mlm needs a masked-LM encoder; model {run.model.name!r} is a decoder "
-                        "(valid heads here: cls, lm)")
+                        "(valid heads here: cls, lm, generate)")
     if not decoder and run.head.type == "lm":
         raise UserError(f"head=lm reads a decoder's next-token logits; model {run.model.name!r} is an encoder "
                         "(valid heads here: cls, mlm)")

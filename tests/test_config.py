@@ -44,9 +44,13 @@ def test_every_choice_composes_and_instantiates(compose_cfg, group, choice, tmp_
         demo = Path(tasks.__file__).parent / "resources"
         overrides += [f"task.train_file={demo / 'demo_sentiment_train.csv'}",
                       f"task.validation_file={demo / 'demo_sentiment_dev.csv'}"]
-    if group == "head" and choice in ("mlm", "lm"):
+    if group == "task" and choice == "csv_text":
+        (tmp_path / "text.jsonl").write_text('{"input": "say hi", "target": "hi"}\n')
+        overrides += [f"task.train_file={tmp_path / 'text.jsonl'}", f"task.validation_file={tmp_path / 'text.jsonl'}",
+                      "head=generate", "model=tiny_gpt2"]
+    if group == "head" and choice in ("mlm", "lm", "generate"):
         overrides.append("task=sst2")
-        if choice == "lm":
+        if choice in ("lm", "generate"):
             overrides.append("model=tiny_gpt2")
         overrides.append(f"data_dir={GLUE_DIR}")
     cfg = compose_cfg(*overrides)
@@ -96,7 +100,7 @@ def test_missing_data_file_names_the_file_and_what_is_there(compose_cfg, tmp_pat
 def test_unknown_group_choice_names_the_valid_ones():
     with pytest.raises(UserError, match="unknown model 'bert'; valid: gpt2, gpt2_large, gpt2_medium, gpt2_xl, hf, llama_small, minilm, roberta_base"):
         check_group_choices(["model=bert"])
-    with pytest.raises(UserError, match="unknown task 'foo'; valid: boolq, cb, cola, copa, csv, demo, imdb"):
+    with pytest.raises(UserError, match="unknown task 'foo'; valid: boolq, cb, cola, copa, csv, csv_text, demo, imdb"):
         check_group_choices(["-m", "task=rte,foo"])
     with pytest.raises(UserError, match="unknown task 'mrcp'; valid: boolq"):
         check_group_choices(["task@source_task=mrcp"])
