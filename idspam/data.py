@@ -332,6 +332,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def resume(self, state: dict) -> None:
         self.skip, self.rng = state["batches_done"], state.get("torch_rng")
 
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
 
 def continue_generator(sampler) -> None:
     """A resumed epoch's DataLoader iterator drew its worker seed from torch's generator, which the
@@ -339,9 +342,6 @@ def continue_generator(sampler) -> None:
     if getattr(sampler, "rng", None) is not None:
         torch.set_rng_state(sampler.rng)
         sampler.rng = None
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
 
 
 class ResumableRandomSampler(RandomSampler):
