@@ -51,21 +51,18 @@ class PromptModel(nn.Module):
             cache.put(batch["index"], states)
         return states
 
-    def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Final hidden states of the real tokens, the method's prompt injected before `layer`."""
+    def hidden_states(self, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states of the real tokens, the method's prompt injected before `layer`; with `rows`
+        (one position per example) the last layer computes only there and (B, 1, n) returns."""
         states = self.lower_states(batch)
         prompt = self.method(in_float32(prompt_source(states, batch)))
-        return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, prompt)
+        return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, prompt, rows=rows)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if not (self.prune_last_layer and hasattr(self.head, "positions")):
             return self.head(self.hidden_states(batch), batch)
         # the head reads one position per example: the last layer computes only there (exact)
-        states = self.lower_states(batch)
-        rows = self.head.positions(batch)
-        at = self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, self.method(in_float32(states)),
-                                rows=rows)
-        return self.head.readout(at[:, 0])
+        return self.head.readout(self.hidden_states(batch, rows=self.head.positions(batch))[:, 0])
 
     def aux_loss(self) -> torch.Tensor | None:
         return self.method.aux_loss()
