@@ -3,6 +3,8 @@ the process <signal> (TERM, USR2, ...) at a chosen point, from inside, so the ki
   step <n>        when optimizer step n+1 starts (the forward/backward of that step has not run yet)
   validation <n>  when the n-th validation batch of the run starts
   setup 0         while the data is read (before the model loads and before the first step)
+  pace <ms>       sends nothing: every training step waits <ms> first, and the file $PACE_MARK is created when
+                  the first step starts (for a test whose signal comes from another process; <signal> is ignored)
 In a multirun, SIGNAL_AT_JOB=<k> limits it to job k.
 """
 
@@ -16,7 +18,7 @@ import lightning as L
 def main() -> None:
     where, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     sys.argv = [sys.argv[0], *sys.argv[4:]]
-    signum = getattr(signal, f"SIG{name}")
+    signum = getattr(signal, f"SIG{name}", None)
 
     def fire() -> bool:
         job = os.environ.get("SIGNAL_AT_JOB")
@@ -28,7 +30,21 @@ def main() -> None:
         os.kill(os.getpid(), signum)
         return True
 
-    if where == "setup":
+    if where == "pace":
+        import time
+        from pathlib import Path
+
+        from idspam.results import ResultsWriter
+
+        original_step = ResultsWriter.on_train_batch_start
+
+        def paced(self, trainer, *args):
+            Path(os.environ["PACE_MARK"]).touch()
+            time.sleep(n / 1000)
+            return original_step(self, trainer, *args)
+
+        ResultsWriter.on_train_batch_start = paced
+    elif where == "setup":
         from idspam.data import TaskDataModule
 
         setup = TaskDataModule.setup

@@ -88,13 +88,15 @@ def test_stop_signal_then_resume_is_exact(whole, tmp_path, where, sig, n, stoppe
 
 def test_signal_from_outside_during_training(whole, tmp_path):
     """A real SIGTERM from another process, whenever it lands: status interrupted, exit 143, exact resume."""
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "idspam.run", *RUN, f"hydra.run.dir={out}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    out, mark = tmp_path / "run", tmp_path / "training"
+    # 150 ms per step: 12 steps take about 2 s, so the signal sent 0.3 s after the first step lands mid-run
+    proc = subprocess.Popen([sys.executable, "-m", "tests.signal_at", "pace", "-", "150", *RUN, f"hydra.run.dir={out}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PACE_MARK": str(mark)})
     deadline = time.time() + 120
-    while time.time() < deadline and not (out / "results.json").is_file():  # training has begun
-        time.sleep(0.05)
-    time.sleep(0.2)  # early in training: a tiny 2-epoch run can finish within a second on a quiet machine
+    while time.time() < deadline and not mark.is_file() and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
