@@ -45,6 +45,11 @@ class TaskConfig:
     max_length: int = 256
     max_train_samples: int | None = None  # seeded subsample of the training set
     max_eval_samples: int | None = None
+    # A validation split carved from the training set (`heldout`): this many examples (COPA/MultiRC: questions),
+    # drawn with heldout_seed alone (the same for every method and run seed), never trained on. It picks the best
+    # epoch (and, in a tuning sweep, the hyperparameters); the dev set is still evaluated and reported at that epoch.
+    heldout_samples: int | None = None
+    heldout_seed: int = 0
     # task=csv: the user's own files
     train_file: str | None = None
     validation_file: str | None = None
@@ -214,6 +219,8 @@ def validate(cfg: DictConfig) -> RunConfig:
             raise UserError(f"data.{name}={getattr(data, name)} must be at least 1")
     if task.max_length < 8:
         raise UserError(f"task.max_length={task.max_length} must be at least 8")
+    if task.heldout_samples is not None and task.heldout_samples < 1:
+        raise UserError(f"task.heldout_samples={task.heldout_samples} must be a positive number of examples, or null")
     if getattr(method, "max_length", task.max_length) < task.max_length:
         raise UserError(f"method.max_length={method.max_length} is shorter than task.max_length={task.max_length}; "
                         "the method must cover every input position")

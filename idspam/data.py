@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from .config import RunConfig, TaskConfig
 from .errors import UserError
-from .tasks import TaskSpec, get_spec, load_split, mlm_verbalizer, source_fingerprint
+from .tasks import HELDOUT, TaskSpec, get_spec, load_split, mlm_verbalizer, source_fingerprint, source_split
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +199,12 @@ def cache_key(parts: dict) -> str:
 
 def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
     """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
-    limit = run.task.max_train_samples if split == "train" else run.task.max_eval_samples
+    limit = {"train": run.task.max_train_samples, HELDOUT: None}.get(split, run.task.max_eval_samples)
+    heldout = run.task.heldout_samples if source_split(split) == "train" else None
     key = cache_key({
         "source": source_fingerprint(spec, run.task, split, run.data_dir), "task": spec.name, "split": split,
         "labels": spec.label_names, "subsample": [limit, run.seed] if limit is not None else None,  # seed picks rows
+        **({"heldout": [heldout, run.task.heldout_seed]} if heldout else {}),
         **tokenize.key(),
     })
     folder = Path(run.cache_dir) / "tokenized" / f"{spec.name}-{split}-{key}"

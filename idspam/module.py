@@ -31,6 +31,7 @@ class PromptTuningModule(L.LightningModule):
                                       else TaskMetrics(task)) for _, task in evals)
         self.predictions_dir = None  # head=generate: the run dir, where validation generations are written
         self._generations: list[list[dict]] = [[] for _ in evals]
+        self._outputs: list[dict[str, list]] = [{} for _ in evals]  # per-example predictions (classification)
         self._best: float | None = None
         self.last_eval: dict[str, float] = {}
         self.fingerprint: dict | None = None  # the run's config, stored in checkpoints to refuse a mismatched resume
@@ -112,6 +113,13 @@ class PromptTuningModule(L.LightningModule):
                                                 batch["references"], texts, strict=True)]
             return
         self.metrics[dataloader_idx].update(logits, batch["labels"], batch.get("group"))
+        out = self._outputs[dataloader_idx]
+        scores = logits.detach().float()
+        pred = scores.squeeze(-1) if scores.shape[-1] == 1 else scores.argmax(-1)  # regression / COPA: the score
+        out.setdefault("pred", []).extend(pred.cpu().tolist())
+        out.setdefault("label", []).extend(batch["labels"].cpu().tolist())
+        if "group" in batch:
+            out.setdefault("group", []).extend(batch["group"].cpu().tolist())
 
     def generate_texts(self, batch) -> list[str]:
         """head=generate: the texts the model generates from the batch's inputs (the head's generation
@@ -136,6 +144,8 @@ class PromptTuningModule(L.LightningModule):
         monitor = f"{self.eval_splits[0]}/{self.spec.metric}"
         if self.generative:
             self.write_predictions(values.get(monitor))
+        else:
+            self.write_example_predictions()
         for key, value in values.items():
             self.log(key, value, prog_bar=key == monitor, add_dataloader_idx=False)
 
@@ -159,6 +169,25 @@ class PromptTuningModule(L.LightningModule):
         if value is not None and (self._best is None or value > self._best):
             self._best = value
             atomic_write_text(folder / "predictions.jsonl", text)
+
+    def write_example_predictions(self) -> None:
+        """Classification: every evaluation split's per-example predictions (`pred`: the predicted class, or the
+        score of a regression / COPA example), `label` (and `group`), in dev-file order, to
+        <run dir>/predictions/epoch<E>.json: what a paired bootstrap over dev examples resamples."""
+        import json
+        from pathlib import Path
+
+        from .results import atomic_write_text
+
+        outputs, self._outputs = self._outputs, [{} for _ in self._outputs]
+        if self.predictions_dir is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        if self.trainer.world_size > 1:
+            return  # each process saw a share of the examples: no file rather than a partial one
+        folder = Path(self.predictions_dir) / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(dict(zip(self.eval_splits, outputs, strict=True)), separators=(",", ":"))
+        atomic_write_text(folder / f"epoch{self.current_epoch}.json", text)
 
     def param_groups(self) -> list[dict]:
         """AdamW groups by learning rate and decay: no decay on biases and norms (ndim < 2); the

@@ -228,7 +228,8 @@ def score(job: Job, results: dict) -> None:
     for column, metric in job.metrics.items():
         if "->" not in column or column.endswith("few-shot"):
             job.metrics[column] = results.get("table_metric") or results.get("monitor") or metric
-            value = best.get("value")
+            # the table metric at the best epoch (the monitor may be a held-out split carved from training)
+            value = (best.get("metrics") or {}).get(job.metrics[column], best.get("value"))
             scale = 1.0 if job.metrics[column].endswith("mse") else 100.0
         else:
             value, scale = (best.get("metrics") or {}).get(metric), 100.0

@@ -175,7 +175,7 @@ def train_run(cfg: DictConfig, run, spec, started: float, stop: StopOnSignal, ex
     header = {
         "experiment": cfg.get("experiment_name"), "task": spec.name, "method": run.method.name,
         "model": run.model.name, "layer": run.layer, "seed": run.seed, "head": run.head.type,
-        "table_metric": monitor,  # the metric the paper's tables report for this task
+        "table_metric": f"{spec.table_split}/{spec.metric}",  # the metric the paper's tables report for this task
         "eval_tasks": run.eval_tasks, "init_from": run.init_from, **(extra_header or {}),
         "parameters": parameters,
         "data": {split: len(ds) for split, ds in data.splits.items()},

@@ -19,6 +19,12 @@ from .hub import load_with_hub_fallback, offline_mode
 
 NLI = "{s1} ? {mask} , {s2}"  # LPT's template for RTE/MNLI/QNLI/MRPC
 TEXT_METRICS = ("chrf", "exact_match")  # on generated text (head=generate); metrics.TextMetrics
+HELDOUT = "heldout"  # task.heldout_samples: a validation split carved from the training file
+
+
+def source_split(split: str) -> str:
+    """The split whose file a split is read from (the held-out split comes out of the training file)."""
+    return "train" if split == HELDOUT else split
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,11 @@ class TaskSpec:
     @property
     def num_labels(self) -> int:
         return 1 if self.label_names is None else len(self.label_names)
+
+    @property
+    def table_split(self) -> str:
+        """The split the paper's tables report (the first evaluation split that is not the held-out one)."""
+        return next(s for s in self.eval_splits if s != HELDOUT)
 
     @property
     def is_regression(self) -> bool:
@@ -158,19 +169,41 @@ def get_spec(task: TaskConfig) -> TaskSpec:
         )
     if task.name != "csv":
         spec = SPECS[task.name]
-        return spec if task.metric is None else TaskSpec(**{**spec.__dict__, "metric": task.metric})
+        spec = spec if task.metric is None else TaskSpec(**{**spec.__dict__, "metric": task.metric})
+        return with_heldout(spec, task)
     if not task.text_columns or len(task.text_columns) > 2:
         raise UserError(f"task=csv needs task.text_columns with one or two column names; got {task.text_columns}")
     if task.regression:
         labels = None
     else:
         labels = tuple(task.label_names) if task.label_names else _labels_from_file(task)
-    return TaskSpec(
+    return with_heldout(TaskSpec(
         name="csv", label_names=labels, metric=task.metric or ("accuracy" if labels else "pearson"),
         local_text=tuple(task.text_columns), local_label=task.label_column,
         local_files={"train": (task.train_file,), "validation": (task.validation_file,)},
         template=task.template, label_words=tuple(task.label_words) if task.label_words else None,
-    )
+    ), task)
+
+
+def with_heldout(spec: TaskSpec, task: TaskConfig) -> TaskSpec:
+    """With task.heldout_samples the held-out split is evaluated first (it picks the best epoch); the task's
+    own evaluation splits follow and are reported at that epoch."""
+    if not task.heldout_samples:
+        return spec
+    return TaskSpec(**{**spec.__dict__, "eval_splits": (HELDOUT, *spec.eval_splits)})
+
+
+def carve_heldout(data: dict[str, list], size: int, seed: int, held: bool) -> dict[str, list]:
+    """The held-out rows of the training set (`held`) or the rest: `size` rows (or, for COPA/MultiRC, `size`
+    questions with all their rows) drawn with `seed` alone, so every method and every run seed of a task
+    carves the same split, and its rows never reach training."""
+    keys = data["group"] if "group" in data else list(range(len(data["label"])))
+    units = sorted(set(keys))
+    if size >= len(units):
+        raise UserError(f"task.heldout_samples={size} leaves no training data ({len(units)} in the training set)")
+    chosen = set(random.Random(seed).sample(units, size))
+    keep = [i for i, k in enumerate(keys) if (k in chosen) == held]
+    return {k: [v[i] for i in keep] for k, v in data.items()}
 
 
 def mlm_verbalizer(spec: TaskSpec, task: TaskConfig) -> tuple[str, tuple[str, ...]]:
@@ -193,6 +226,7 @@ def mlm_verbalizer(spec: TaskSpec, task: TaskConfig) -> tuple[str, tuple[str, ..
 
 def _local_path(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | None) -> Path:
     """The file a split is read from, or a UserError naming what is missing and what exists."""
+    split = source_split(split)
     candidates = spec.local_files[split]
     if spec.name == "demo":
         return Path(str(resources.files("idspam") / "resources" / candidates[0]))
@@ -400,7 +434,7 @@ def _read_hub(spec: TaskSpec, split: str) -> dict[str, list]:
             "HF_HUB_OFFLINE=1 uses a copy already in the local cache.")
 
     def load():
-        return datasets.load_dataset(path, name, split=spec.hub_splits.get(split, split))
+        return datasets.load_dataset(path, name, split=spec.hub_splits.get(source_split(split), source_split(split)))
 
     try:
         ds = load_with_hub_fallback(f"data set {path!r} ({name}, {split})", load if offline_mode() else None, load, hint)
@@ -423,7 +457,9 @@ def load_split(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | Non
         data = _read_hub(spec, split)
     else:
         data = read_local(spec, _local_path(spec, task, split, data_dir))
-    limit = task.max_train_samples if split == "train" else task.max_eval_samples
+    if task.heldout_samples and source_split(split) == "train":
+        data = carve_heldout(data, task.heldout_samples, task.heldout_seed, held=split == HELDOUT)
+    limit = {"train": task.max_train_samples, HELDOUT: None}.get(split, task.max_eval_samples)
     if "group" in data:  # COPA, MultiRC: the limit counts questions, which keep all their examples
         groups = sorted(set(data["group"]))
         if limit is not None and limit < len(groups):
@@ -439,7 +475,7 @@ def load_split(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | Non
 def source_fingerprint(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | None) -> str:
     """What identifies a split's raw data, for the tokenisation cache key."""
     if spec.hub is not None and not data_dir:
-        return f"hub:{spec.hub[0]}/{spec.hub[1]}/{split}"
+        return f"hub:{spec.hub[0]}/{spec.hub[1]}/{source_split(split)}"
     path = _local_path(spec, task, split, data_dir)
     st = path.stat()
     return f"file:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
