@@ -261,6 +261,10 @@ def validate(cfg: DictConfig) -> RunConfig:
             task.max_train_samples = k  # few-shot: k training examples, drawn with the seed
 
     cache_lower = cfg.get("cache_lower", False)
+    if cache_lower not in (True, False, "auto"):
+        raise UserError(f"cache_lower={cache_lower!r}; valid: true, false, auto")
+    if cache_lower == "auto":  # on where it applies: a frozen eval-mode stack below m that nothing trains
+        cache_lower = model.backbone_mode == "eval" and not METHODS[method.name][1].grad_below
     if cache_lower and model.backbone_mode != "eval":
         raise UserError("cache_lower=true needs model.backbone_mode=eval: with dropout below m the inputs to layer m "
                         "change every epoch")

@@ -141,3 +141,20 @@ def test_decode_benchmark_compares_against_peft_and_no_prompt(tmp_path, capsys):
     assert [r["row"] for r in report["rows"]] == ["no prompt (HF generate)", "peft prompt_tuning", "idspam m=2"]
     assert all(r["tokens_per_second"] > 0 for r in report["rows"])
     assert "| idspam m=2 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["method=idspam"], True), (["method=lpt"], True), (["method=lora"], False), (["method=finetune"], False),
+    (["method=idspam", "model.backbone_mode=train"], False),
+])
+def test_cache_lower_auto_turns_on_only_where_it_applies(compose_cfg, overrides, expected):
+    from idspam.config import validate
+
+    assert validate(compose_cfg("cache_lower=auto", *overrides)).cache_lower is expected
+
+
+def test_cache_lower_refuses_a_value_that_is_not_a_switch(compose_cfg):
+    from idspam.config import validate
+
+    with pytest.raises(UserError, match="cache_lower='sometimes'; valid: true, false, auto"):
+        validate(compose_cfg("cache_lower=sometimes"))
