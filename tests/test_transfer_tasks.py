@@ -152,15 +152,17 @@ def test_few_shot_transfer_starts_from_the_adapter_and_draws_k_examples(compose_
 @needs_data
 def test_minilm_on_cb_and_sst2_to_imdb(tmp_path):
     """Real backbone, real data: a short CB run, and SST-2 -> IMDB zero-shot on an IMDB sample."""
-    run_cli("task=cb", f"data_dir={SHARED_DATA}", "task.max_length=128", "trainer.max_epochs=2", "logger=none",
-            f"hydra.run.dir={tmp_path / 'cb'}")
+    run_cli("task=cb", f"data_dir={SHARED_DATA}", "task.max_length=96", "task.max_train_samples=120",
+            "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={tmp_path / 'cb'}")
     cb = json.loads((tmp_path / "cb" / "results.json").read_text())
     assert cb["status"] == "finished" and "validation/macro_f1" in cb["best"]["metrics"]
-    run_cli("task=sst2", f"data_dir={SHARED_DATA}", "eval_tasks=[imdb]", "task.max_train_samples=1000",
-            "task.max_eval_samples=300", "task.max_length=128", "trainer.max_epochs=2", "logger=none",
+    assert cb["data"] == {"train": 120, "validation": 56}
+    run_cli("task=sst2", f"data_dir={SHARED_DATA}", "eval_tasks=[imdb]", "task.max_train_samples=320",
+            "task.max_eval_samples=200", "task.max_length=64", "trainer.max_epochs=1", "logger=none",
             f"hydra.run.dir={tmp_path / 'sst2'}", timeout=600)
     sst2 = json.loads((tmp_path / "sst2" / "results.json").read_text())
     assert sst2["status"] == "finished" and 0.0 < sst2["best"]["metrics"]["imdb/acc_f1"] <= 1.0
+    assert sst2["data"]["imdb"] == 200
 
 
 @needs_data
