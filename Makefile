@@ -63,7 +63,7 @@ protocol: protocol-tune protocol-main protocol-layers protocol-ablations protoco
 
 protocol-tune:
 	$(RUN_PROTOCOL) experiment=protocol_tune hydra.sweep.dir=$(PROTOCOL)/tune
-	$(PYTHON) -m idspam.protocol tune $(PROTOCOL)/tune --write conf/tuned/protocol_sst2.yaml
+	$(PYTHON) -m idspam.protocol $(PROTOCOL)/tune --write-tuned conf/tuned/protocol_sst2.yaml
 
 protocol-main:
 	$(RUN_PROTOCOL) experiment=protocol_main hydra.sweep.dir=$(PROTOCOL)/main
@@ -80,4 +80,4 @@ protocol-curves:
 
 protocol-report:
 	for d in $(PROTOCOL)/*/; do $(PYTHON) experiments/archive_sweep.py $$d $(PROTOCOL_RESULTS)/sweeps/$$(basename $$d); done
-	$(PYTHON) -m idspam.protocol report $(PROTOCOL_RESULTS)/sweeps --out $(PROTOCOL_RESULTS)
+	$(PYTHON) -m idspam.protocol $(PROTOCOL_RESULTS)/sweeps --out $(PROTOCOL_RESULTS)

@@ -15,6 +15,7 @@ TOOLS = {
     "predict": ("idspam.predict", "predict with a trained adapter (PEFT or idspam format); JSONL out"),
     "bench": ("idspam.bench", "training speed and memory of every method against Hugging Face PEFT"),
     "params": ("idspam.params", "trainable parameters per method, beside the paper's Table 12"),
+    "protocol": ("idspam.protocol", "the reproduction protocol: tuned learning rates, the claim table with intervals"),
 }
 
 

@@ -1,8 +1,8 @@
 """The reproduction protocol's analysis: which learning rate each method gets, whether the paper's claims hold,
 the ablations, the layer figure and the learning curves, from the protocol's sweeps.
 
-    python -m idspam.protocol tune <tune sweep> --write conf/tuned/protocol_sst2.yaml
-    python -m idspam.protocol report <sweeps...> --out experiments/results/protocol
+    idspam-protocol <tune sweep> --write-tuned conf/tuned/protocol_sst2.yaml   (python -m idspam.protocol ...)
+    idspam-protocol <sweeps...> --out experiments/results/protocol
 
 A sweep belongs to a stage by its experiment name (`protocol_<stage>`: tune, main, layers, ablations, curves);
 an ablation job names its variant (`variant`, from conf/variant/). Every score is the one at the run's best
@@ -30,7 +30,13 @@ BASE = "idspam"  # the method every claim is about
 METHOD_NAMES = {"idspam": "ID-SPAM", "idspam_meanpool": "ID-SPAM, mean pooling", "lpt": "LPT",
                 "prompt_tuning": "prompt tuning", "lora": "LoRA", "ptuning": "P-tuning", "smop": "SMoP",
                 "dept": "DEPT", "finetune": "fine-tuning"}
+TASK_NAMES = {"sst2": "SST-2", "imdb": "IMDB", "mrpc": "MRPC", "rte": "RTE", "qqp": "QQP", "qnli": "QNLI",
+              "mnli": "MNLI", "cb": "CB", "boolq": "BoolQ"}
 TIME_TO_BEST_PAPER = -7.3  # PAPER.md: ID-SPAM's time to convergence, % against LPT's (RoBERTa-large, its average)
+
+
+def display(task: str) -> str:
+    return TASK_NAMES.get(task, task)
 
 
 @dataclass
@@ -122,7 +128,7 @@ def tuned_yaml(runs: list[Run], source: str) -> str:
     chosen = select_lrs(runs)
     lines = ["# @package _global_",
              "# Learning rates picked on the held-out split (never the dev set) by the protocol's tuning stage:",
-             f"#   python -m idspam.protocol tune {source} --write <this file>",
+             f"#   idspam-protocol {source} --write-tuned <this file>",
              "# mean held-out score per learning rate:"]
     for method, by_lr in table.items():
         lines.append(f"#   {method}: " + ", ".join(f"{lr:g} -> {v:.2f}" for lr, v in by_lr.items()))
@@ -156,7 +162,8 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[
 
 
 def select(runs: list[Run], stage: str | None = None, **where) -> list[Run]:
-    return [r for r in runs if (stage is None or r.stage == stage) and all(getattr(r, k) == v for k, v in where.items())]
+    return [r for r in runs
+            if (stage is None or r.stage == stage) and all(getattr(r, k) == v for k, v in where.items())]
 
 
 def main_runs(runs: list[Run], method: str) -> list[Run]:
@@ -168,41 +175,42 @@ def transfer_metric(run: Run) -> str | None:
     return f"{targets[0]}/acc_f1" if targets else None
 
 
-def claims(runs: list[Run], task: str) -> list[Claim]:
+def claims(runs: list[Run], task: str, draws: int = 10_000) -> list[Claim]:
     out = []
     base = main_runs(runs, BASE)
-    layer = base[0].layer if base else None
     dev = by_seed(base, lambda r: r.dev)
     for other, name in (("prompt_tuning", "ID-SPAM vs prompt tuning"), ("lpt", "ID-SPAM vs LPT"),
                         ("lora", "ID-SPAM vs LoRA")):
         paper = _paper_diff("roberta_base", task, BASE, other)
-        out.append(Claim(name, stats.seed_bootstrap(*paired(dev, by_seed(main_runs(runs, other), lambda r: r.dev))),
-                         paper, f"RoBERTa-base, {task.upper()}: {_paper_pair('roberta_base', task, BASE, other)}"))
+        theirs = by_seed(main_runs(runs, other), lambda r: r.dev)
+        note = f"RoBERTa-base, {display(task)}: {_paper_pair('roberta_base', task, BASE, other)}"
+        out.append(Claim(name, stats.seed_bootstrap(*paired(dev, theirs), draws=draws), paper, note))
     meanpool = by_seed(main_runs(runs, "idspam_meanpool"), lambda r: r.dev)
     ablation = [PAPER[("roberta_large", BASE, t)] - PAPER[("roberta_large", "idspam_meanpool", t)]
                 for t in ("mrpc", "rte", "qqp")]
-    out.append(Claim("self-attention vs mean pooling (ID-SPAM)", stats.seed_bootstrap(*paired(dev, meanpool)),
-                     float(np.mean(ablation)), "RoBERTa-large, mean of MRPC / RTE / QQP (Table 3)"))
-    out.append(best_layer_claim(runs, layer))
+    out.append(Claim("self-attention vs mean pooling (ID-SPAM)",
+                     stats.seed_bootstrap(*paired(dev, meanpool), draws=draws), float(np.mean(ablation)),
+                     "RoBERTa-large, mean of MRPC / RTE / QQP (Table 3)"))
+    out.append(best_layer_claim(runs, draws))
     metric = transfer_metric(base[0]) if base else None
     if metric:
         target = metric.split("/")[0]
         zs = {m: by_seed(main_runs(runs, m), lambda r: 100 * r.at_best(metric)) for m in (BASE, "prompt_tuning")}
         pair = f"{task}->{target}"
         paper = _paper_diff("roberta_large", pair, BASE, "prompt_tuning")
-        out.append(Claim(f"{task.upper()} -> {target.upper()} zero-shot: ID-SPAM vs prompt tuning",
-                         stats.seed_bootstrap(*paired(zs[BASE], zs["prompt_tuning"])), paper,
+        out.append(Claim(f"{display(task)} -> {display(target)} zero-shot: ID-SPAM vs prompt tuning",
+                         stats.seed_bootstrap(*paired(zs[BASE], zs["prompt_tuning"]), draws=draws), paper,
                          f"RoBERTa-large: {_paper_pair('roberta_large', pair, BASE, 'prompt_tuning')}"))
     times = {m: by_seed(main_runs(runs, m), lambda r: r.seconds_to_best) for m in (BASE, "lpt")}
     a, b = paired(times[BASE], times["lpt"])
     ratio = [100 * (x / y - 1) for x, y in zip(a, b, strict=True)]  # % more time than LPT, per seed
-    out.append(Claim("time to the best epoch: ID-SPAM vs LPT", stats.seed_bootstrap(ratio, [0.0] * len(ratio)),
-                     TIME_TO_BEST_PAPER, "RoBERTa-large, time to convergence (the paper's average)", unit="%",
-                     paper_sign=-1))
+    out.append(Claim("time to the best epoch: ID-SPAM vs LPT",
+                     stats.seed_bootstrap(ratio, [0.0] * len(ratio), draws=draws), TIME_TO_BEST_PAPER,
+                     "RoBERTa-large, time to convergence (the paper's average)", unit="%", paper_sign=-1))
     return out
 
 
-def best_layer_claim(runs: list[Run], main_layer: int | None) -> Claim:
+def best_layer_claim(runs: list[Run], draws: int = 10_000) -> Claim:
     """The best layer among 1..N-2 (picked on the held-out split, mean over seeds) against m = 0, on dev."""
     layered = [r for r in runs if r.method == BASE and r.variant == "default" and r.stage in ("layers", "main")]
     layers = layer_runs(layered)
@@ -213,7 +221,8 @@ def best_layer_claim(runs: list[Run], main_layer: int | None) -> Claim:
     if 0 not in layers or not candidates:
         return Claim(name, stats.seed_bootstrap([], []), None, note)
     best = max(candidates, key=lambda m: np.mean([r.heldout for r in layers[m]]))
-    est = stats.seed_bootstrap(*paired(by_seed(layers[best], lambda r: r.dev), by_seed(layers[0], lambda r: r.dev)))
+    dev = {m: by_seed(layers[m], lambda r: r.dev) for m in (best, 0)}
+    est = stats.seed_bootstrap(*paired(dev[best], dev[0]), draws=draws)
     est.note = f"best m = {best} (held-out)"
     return Claim(name, est, None, note)
 
@@ -240,7 +249,7 @@ def _paper_pair(model: str, column: str, a: str, b: str) -> str:
 
 # ------------------------------------------------------------------ ablations
 
-def ablations(runs: list[Run], split: str, metric: str) -> list[tuple[str, stats.Estimate]]:
+def ablations(runs: list[Run], split: str, metric: str, draws: int = 2_000) -> list[tuple[str, stats.Estimate]]:
     """Each ablation variant against the default configuration, with the seeds both ran: a paired bootstrap
     over dev examples of the mean over seeds."""
     defaults = {r.seed: r for r in runs if r.method == BASE and r.variant == "default" and r.stage in ("main",
@@ -255,7 +264,7 @@ def ablations(runs: list[Run], split: str, metric: str) -> list[tuple[str, stats
         b = [defaults[s].predictions(split) for s in seeds]
         label = a[0][1]
         out.append((variant, stats.example_bootstrap(np.stack([p for p, _ in a]), np.stack([p for p, _ in b]), label,
-                                                     metric)))
+                                                     metric, draws=draws)))
     return out
 
 
@@ -268,7 +277,8 @@ def layer_figure(runs: list[Run], out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     layered = [r for r in runs if r.variant == "default" and r.stage in ("layers", "main")]
-    methods = [m for m in (BASE, "lpt", "idspam_meanpool") if any(r.method == m for r in layered if r.stage == "layers")]
+    swept = {r.method for r in layered if r.stage == "layers"}
+    methods = [m for m in (BASE, "lpt", "idspam_meanpool") if m in swept]
     if not methods:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -394,17 +404,17 @@ def main_table(runs: list[Run]) -> list[str]:
     return lines
 
 
-def ablation_lines(runs: list[Run]) -> list[str]:
+def ablation_lines(runs: list[Run], alpha: float = 0.05, draws: int = 2_000) -> list[str]:
     abl = [r for r in runs if r.stage == "ablations"]
     if not abl:
         return []
     split = abl[0].table_metric.split("/")[0]
     metric = abl[0].table_metric.split("/")[1]
     metric = metric if metric in stats.EXAMPLE_METRICS else "accuracy"
-    results = ablations(runs, split, metric)
-    decisions = stats.decide([e for _, e in results], [+1] * len(results))
-    lines = ["| variant (vs the default ID-SPAM) | seeds | Δ dev (points) | 95% CI, Holm-corrected (level) | reading |",
-             "|---|---|---|---|---|"]
+    results = ablations(runs, split, metric, draws)
+    decisions = stats.decide([e for _, e in results], [+1] * len(results), alpha)
+    lines = ["| variant (vs the default ID-SPAM) | seeds | Δ dev (points) | 95% CI, Holm-corrected (level) "
+             "| reading |", "|---|---|---|---|---|"]
     for (variant, est), d in zip(results, decisions, strict=True):
         reading = ("better than the default" if d.low > 0 else "worse than the default" if d.high < 0 else
                    "no difference shown")
@@ -441,14 +451,14 @@ def protocol_lines(runs: list[Run]) -> list[str]:
     ]
 
 
-def render(runs: list[Run], out: Path) -> str:
+def render(runs: list[Run], out: Path, alpha: float = 0.05, draws: int = 10_000) -> str:
     out.mkdir(parents=True, exist_ok=True)
     tasks = sorted({r.task for r in runs if r.stage == "main"})
     if not tasks:
         raise SystemExit("error: no finished runs of the protocol's main stage (experiment=protocol_main) found")
     task = tasks[0]
-    found = claims([r for r in runs if r.task == task or r.stage == "ablations"], task)
-    decisions = stats.decide([c.estimate for c in found], [c.paper_sign for c in found])
+    found = claims([r for r in runs if r.task == task], task, draws)
+    decisions = stats.decide([c.estimate for c in found], [c.paper_sign for c in found], alpha)
     lines = ["# The reproduction protocol: do the paper's claims hold?", ""]
     lines += protocol_lines(runs) + [""]
     lines += ["## Claims", "",
@@ -470,7 +480,7 @@ def render(runs: list[Run], out: Path) -> str:
                          + " | ".join(f"{by_lr[lr]:.2f}" if lr in by_lr else "–" for lr in grid)
                          + f" | {chosen[method]:g} |")
         lines.append("")
-    abl = ablation_lines(runs)
+    abl = ablation_lines(runs, alpha, max(100, draws // 5))
     if abl:
         lines += ["## Ablations of the points the paper leaves open", "",
                   "Each variant against the default ID-SPAM with the same seeds: a paired bootstrap over dev examples "
@@ -488,33 +498,45 @@ def render(runs: list[Run], out: Path) -> str:
     return text
 
 
+EXAMPLES = """examples:
+  idspam-protocol outputs/protocol/tune --write-tuned conf/tuned/protocol_sst2.yaml
+  idspam-protocol experiments/results/protocol/sweeps --out experiments/results/protocol"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m idspam.protocol", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    tune = sub.add_parser("tune", help="pick each method's learning rate from the tuning sweep (held-out score)")
-    tune.add_argument("sweeps", nargs="+", type=Path)
-    tune.add_argument("--write", type=Path, help="write the choice as a Hydra config (conf/tuned/<name>.yaml)")
-    report = sub.add_parser("report", help="the claim table, ablations, figures and times from the protocol's sweeps")
-    report.add_argument("sweeps", nargs="+", type=Path)
-    report.add_argument("--out", type=Path, required=True, help="folder for report.md, claims.json and the figures")
+    from .cli import ArgumentParser
+
+    parser = ArgumentParser(prog="idspam-protocol", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog=EXAMPLES)
+    parser.add_argument("sweeps", nargs="+", type=Path, help="sweep dirs of the protocol's stages, or folders above")
+    parser.add_argument("--out", type=Path, help="write report.md, claims.json and the figures here")
+    parser.add_argument("--write-tuned", type=Path, metavar="FILE",
+                        help="write each method's learning rate picked from the tuning runs as a Hydra config")
+    parser.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate of each table (Holm)")
+    parser.add_argument("--draws", type=int, default=10_000, help="bootstrap draws over seeds (examples: a fifth)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.out and not args.write_tuned:
+        parser.error("nothing to do: give --out (the report) or --write-tuned (the tuned learning rates)")
+    if not 0 < args.alpha < 1 or args.draws < 100:
+        parser.error(f"--alpha {args.alpha} must lie in (0, 1) and --draws {args.draws} be at least 100")
     runs = read_runs(args.sweeps)
-    if args.command == "tune":
+    if args.write_tuned:
         if not any(r.stage == "tune" for r in runs):
-            print(f"error: no finished tuning runs (experiment=protocol_tune) under {args.sweeps}", file=sys.stderr)
-            return 2
+            parser.exit(2, f"error: no finished tuning runs (experiment=protocol_tune) under "
+                           f"{' '.join(map(str, args.sweeps))}\n")
         text = tuned_yaml(runs, " ".join(map(str, args.sweeps)))
-        if args.write:
-            atomic_write_text(args.write, text)
+        atomic_write_text(args.write_tuned, text)
         print(text, end="")
-        return 0
-    print(render(runs, args.out))
+    if args.out:
+        print(render(runs, args.out, alpha=args.alpha, draws=args.draws))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-TOOLS = ["report", "predict", "bench", "params"]
-POSITIONAL = {"report": ["some/sweep"], "predict": ["some/adapter"], "bench": [], "params": []}
+TOOLS = ["report", "predict", "bench", "params", "protocol"]
+POSITIONAL = {"report": ["some/sweep"], "predict": ["some/adapter"], "bench": [], "params": [], "protocol": ["some/sweep"]}
 
 
 def options_of(tool: str) -> list[str]:

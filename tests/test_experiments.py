@@ -26,6 +26,11 @@ EXPERIMENTS = {
     "params_gpt2": (4 * 2, {"model", "method"}),
     "cpu_repro": (4 * 4 * 3, {"method", "task", "seed"}),
     "cpu_layer_sweep": (2 * 2 * 6, {"method", "task", "layer", "seed"}),
+    "protocol_tune": (5 * 3, {"method", "method.lr", "seed"}),
+    "protocol_main": (5 * 5, {"method", "seed"}),
+    "protocol_layers": (4 * 5, {"method", "layer", "seed"}),
+    "protocol_ablations": (9 * 2, {"variant", "seed"}),
+    "protocol_curves": (4, {"method", "task.max_train_samples", "seed"}),
 }
 
 
@@ -86,6 +91,22 @@ def test_transfer_pairs_set_the_training_and_evaluation_tasks():
     few = compose_with_hydra("transfer=fewshot_qqp_mrpc")
     assert few.task.name == "mrpc" and few.source_task.name == "qqp"
     assert compose_with_hydra().get("source_task") is None
+
+
+def test_protocol_stages_read_the_tuned_learning_rates_and_carve_the_same_heldout_split():
+    from omegaconf import OmegaConf
+
+    from idspam.run import CONF_DIR
+
+    tuned = OmegaConf.load(CONF_DIR / "tuned" / "protocol_sst2.yaml").tuned_lr
+    for method in ("idspam", "lpt", "prompt_tuning", "lora", "idspam_meanpool"):
+        cfg = compose_with_hydra("experiment=protocol_main", f"method={method}")
+        assert cfg.method.lr == tuned[method] and cfg.task.heldout_samples == 300 and cfg.task.heldout_seed == 0
+    variant = compose_with_hydra("experiment=protocol_ablations", "variant=no_final_relu")
+    assert variant.variant == "no_final_relu" and variant.method.final_relu is False
+    assert variant.method.lr == tuned.idspam
+    tune = compose_with_hydra("experiment=protocol_tune")
+    assert tune.task == compose_with_hydra("experiment=protocol_main").task  # one protocol, one data setting
 
 
 def test_cpu_repro_evaluates_sst2_on_imdb_only():

@@ -57,5 +57,5 @@ def test_run_picks_the_epoch_on_heldout_and_reports_dev_there(tmp_path):
     for epoch in results["epochs"]:  # per-example predictions of both splits, in file order
         preds = json.loads((tmp_path / "predictions" / f"epoch{epoch['epoch']}.json").read_text())
         assert len(preds["heldout"]["pred"]) == 40 and len(preds["validation"]["label"]) == 32
-        correct = [p == y for p, y in zip(preds["validation"]["pred"], preds["validation"]["label"])]
+        correct = [p == y for p, y in zip(preds["validation"]["pred"], preds["validation"]["label"], strict=True)]
         assert sum(correct) / len(correct) == pytest.approx(epoch["validation/accuracy"])

@@ -86,15 +86,14 @@ def test_tuning_picks_each_methods_best_heldout_learning_rate(sweeps, tmp_path):
     assert chosen["idspam"] == 2e-3  # its held-out score rises with the rate
     assert set(chosen) == {"idspam", "lpt", "prompt_tuning", "lora", "idspam_meanpool"}
     out = tmp_path / "tuned.yaml"
-    assert protocol.main(["tune", str(sweeps / "tune"), "--write", str(out)]) == 0
+    assert protocol.main([str(sweeps / "tune"), "--write-tuned", str(out)]) == 0
     from omegaconf import OmegaConf
 
     assert OmegaConf.load(out).tuned_lr.idspam == 2e-3
 
 
 def test_claim_table_has_the_known_verdicts(sweeps, tmp_path):
-    text = protocol.main(["report", str(sweeps), "--out", str(tmp_path)])
-    assert text == 0
+    assert protocol.main([str(sweeps), "--out", str(tmp_path)]) == 0
     claims = {c["claim"]: c for c in json.loads((tmp_path / "claims.json").read_text())}
     assert claims["ID-SPAM vs prompt tuning"]["verdict"] == "holds"
     assert claims["ID-SPAM vs prompt tuning"]["paper"] == pytest.approx(92.7 - 89.3)
@@ -102,7 +101,7 @@ def test_claim_table_has_the_known_verdicts(sweeps, tmp_path):
     assert claims["ID-SPAM vs LPT"]["verdict"] in ("inconclusive", "holds", "does not hold")
     best = claims["best layer in 1..N-2 vs m = 0 (ID-SPAM)"]
     assert best["verdict"] == "holds" and best["low"] > 10
-    zs = claims["SST2 -> IMDB zero-shot: ID-SPAM vs prompt tuning"]
+    zs = claims["SST-2 -> IMDB zero-shot: ID-SPAM vs prompt tuning"]
     assert zs["verdict"] == "holds" and zs["effect"] == pytest.approx(15.0)
     speed = claims["time to the best epoch: ID-SPAM vs LPT"]
     assert speed["effect"] < 0 and speed["verdict"] == "holds"  # LPT took longer with every seed
@@ -127,4 +126,4 @@ def test_too_few_seeds_leave_a_claim_inconclusive(sweeps, tmp_path):
 
 def test_report_without_a_main_stage_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished runs of the protocol's main stage"):
-        protocol.main(["report", str(tmp_path), "--out", str(tmp_path / "out")])
+        protocol.main([str(tmp_path), "--out", str(tmp_path / "out")])
