@@ -530,6 +530,13 @@ def main(argv: list[str] | None = None) -> int:
         if not any(r.stage == "tune" for r in runs):
             parser.exit(2, f"error: no finished tuning runs (experiment=protocol_tune) under "
                            f"{' '.join(map(str, args.sweeps))}\n")
+        grids = {m: sorted(by_lr) for m, by_lr in tuning_table(runs).items()}
+        full = sorted({lr for g in grids.values() for lr in g})
+        short = {m: sorted(set(full) - set(g)) for m, g in grids.items() if g != full}
+        if short:  # every method gets the same budget: refuse to pick from an unfinished grid
+            parser.exit(2, "error: the tuning grid is unfinished: " + "; ".join(
+                f"{m} lacks lr {', '.join(f'{lr:g}' for lr in lrs)}" for m, lrs in short.items())
+                + " (run the tuning sweep again: it trains only what is missing)\n")
         text = tuned_yaml(runs, " ".join(map(str, args.sweeps)))
         atomic_write_text(args.write_tuned, text)
         print(text, end="")

@@ -92,6 +92,18 @@ def test_tuning_picks_each_methods_best_heldout_learning_rate(sweeps, tmp_path):
     assert OmegaConf.load(out).tuned_lr.idspam == 2e-3
 
 
+def test_tuning_refuses_an_unfinished_grid(sweeps, tmp_path, capsys):
+    import shutil
+
+    partial = tmp_path / "tune"
+    shutil.copytree(sweeps / "tune", partial)
+    shutil.rmtree(partial / "1")  # ID-SPAM at lr 2e-3 did not finish
+    with pytest.raises(SystemExit) as e:
+        protocol.main([str(partial), "--write-tuned", str(tmp_path / "t.yaml")])
+    assert e.value.code == 2 and "idspam lacks lr 0.002" in capsys.readouterr().err
+    assert not (tmp_path / "t.yaml").exists()
+
+
 def test_claim_table_has_the_known_verdicts(sweeps, tmp_path):
     assert protocol.main([str(sweeps), "--out", str(tmp_path)]) == 0
     claims = {c["claim"]: c for c in json.loads((tmp_path / "claims.json").read_text())}
