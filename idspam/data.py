@@ -243,7 +243,7 @@ class Collate:
         batch["attention_mask"] = torch.tensor([self._pad([1] * len(e["input_ids"]), 0, longest) for e in examples])
         dtype = torch.float if self.regression else torch.long
         batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=dtype)
-        for name in ("group", "index"):  # COPA/MultiRC questions; training rows (for cache_lower)
+        for name in ("group", "index", "row"):  # COPA/MultiRC questions; training rows (cache_lower); eval rows
             if name in examples[0]:
                 batch[name] = torch.tensor([e[name] for e in examples])
         return batch
@@ -280,6 +280,14 @@ class TextCollate(Collate):
             if name in examples[0]:
                 batch[name] = torch.tensor([e[name] for e in examples])
         return batch
+
+
+def by_length(split: datasets.Dataset) -> datasets.Dataset:
+    """An evaluation split in order of length (batches pad to their own longest input: on SST-2 several times
+    fewer pad tokens than in file order), with `row`, each example's place in the file, so per-example
+    outputs go back to file order. Metrics do not depend on the order."""
+    lengths = [len(ids) for ids in split["input_ids"]]
+    return split.add_column("row", list(range(len(split)))).select(sorted(range(len(split)), key=lengths.__getitem__))
 
 
 @dataclass
@@ -419,7 +427,8 @@ class TaskDataModule(L.LightningDataModule):
             self.splits["train"] = train.add_column("index", list(range(len(train))))
         for ev in self.evals:
             if ev.key not in self.splits:
-                self.splits[ev.key] = tokenized_split(ev.run, ev.spec, ev.split, self._tokenizer_for(ev.run, ev.spec))
+                split = tokenized_split(ev.run, ev.spec, ev.split, self._tokenizer_for(ev.run, ev.spec))
+                self.splits[ev.key] = split if self.generate else by_length(split)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         size = self.run.data.batch_size if train else self.run.data.eval_batch_size

@@ -118,8 +118,9 @@ class PromptTuningModule(L.LightningModule):
         pred = scores.squeeze(-1) if scores.shape[-1] == 1 else scores.argmax(-1)  # regression / COPA: the score
         out.setdefault("pred", []).extend(pred.cpu().tolist())
         out.setdefault("label", []).extend(batch["labels"].cpu().tolist())
-        if "group" in batch:
-            out.setdefault("group", []).extend(batch["group"].cpu().tolist())
+        for name in ("group", "row"):
+            if name in batch:
+                out.setdefault(name, []).extend(batch[name].cpu().tolist())
 
     def generate_texts(self, batch) -> list[str]:
         """head=generate: the texts the model generates from the batch's inputs (the head's generation
@@ -186,6 +187,12 @@ class PromptTuningModule(L.LightningModule):
             return  # each process saw a share of the examples: no file rather than a partial one
         folder = Path(self.predictions_dir) / "predictions"
         folder.mkdir(parents=True, exist_ok=True)
+        for out in outputs:  # evaluated in order of length (data.by_length): back to file order
+            rows = out.pop("row", None)
+            if rows is not None:
+                order = sorted(range(len(rows)), key=rows.__getitem__)
+                for key, values in out.items():
+                    out[key] = [values[i] for i in order]
         text = json.dumps(dict(zip(self.eval_splits, outputs, strict=True)), separators=(",", ":"))
         atomic_write_text(folder / f"epoch{self.current_epoch}.json", text)
 
