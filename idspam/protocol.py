@@ -214,7 +214,7 @@ def best_layer_claim(runs: list[Run], draws: int = 10_000) -> Claim:
     """The best layer among 1..N-2 (picked on the held-out split, mean over seeds) against m = 0, on dev."""
     layered = [r for r in runs if r.method == BASE and r.variant == "default" and r.stage in ("layers", "main")]
     layers = layer_runs(layered)
-    num_layers = max(layers) + 2 if layers else 0
+    num_layers = (layered[0].config.get("model", {}).get("num_layers") or 0) if layered else 0
     candidates = [m for m in layers if 1 <= m <= num_layers - 2]
     name = "best layer in 1..N-2 vs m = 0 (ID-SPAM)"
     note = "RoBERTa-large layer figure: both methods peak at m = 11-13 of 24 (no number)"

@@ -38,7 +38,7 @@ def write_run(root: Path, n: int, stage: str, method: str, seed: int, dev: float
         rows.append({"epoch": e, "train_seconds": seconds / epochs, "heldout/accuracy": held,
                      "validation/accuracy": float(np.mean(np.array(pred) == LABELS)), "imdb/acc_f1": imdb})
     cfg = {"method": {"name": method, "lr": lr}, "optimizer": {"lr": 1e-3}, "variant": variant,
-           "eval_tasks": ["imdb"] if stage == "main" else [], "model": {"name": "minilm"},
+           "eval_tasks": ["imdb"] if stage == "main" else [], "model": {"name": "minilm", "num_layers": 6},
            "task": {"max_train_samples": train_samples, "heldout_samples": N_HELD, "heldout_seed": 0,
                     "max_length": 64}, "trainer": {"max_epochs": epochs}, "data": {"batch_size": 16},
            "cache_lower": "auto"}
@@ -70,6 +70,9 @@ def sweeps(tmp_path_factory):
             write_run(root / "layers", n, "layers", "idspam", seed, 0.6 if layer == 0 else 0.83, layer=layer)
             write_run(root / "layers", n + 1, "layers", "lpt", seed, 0.6 if layer == 0 else 0.82, layer=layer)
             n += 2
+    for seed in range(1, 6):  # m = N-1 scores best but lies outside the claim's 1..N-2
+        write_run(root / "layers", n, "layers", "idspam", seed, 0.95, layer=5)
+        n += 1
     for variant, acc in (("t_5", 0.85), ("no_final_relu", 0.70)):
         for seed in (1, 2):
             write_run(root / "ablations", n, "ablations", "idspam", seed, acc, variant=variant)
@@ -125,6 +128,14 @@ def test_claim_table_has_the_known_verdicts(sweeps, tmp_path):
     assert "| t_5 | 2 |" in report
     assert (tmp_path / "layers.png").stat().st_size > 5000 and (tmp_path / "curves.png").is_file()
     assert "![layers](layers.png)" in report and "| main | 25 |" in report
+
+
+def test_best_layer_is_picked_among_1_to_n_minus_2_on_the_heldout_split(sweeps):
+    runs = protocol.read_runs([sweeps])
+    claim = protocol.best_layer_claim(runs)
+    assert claim.estimate.note == "best m = 3 (held-out)"  # not m = 5 (= N-1), the best of all
+    assert claim.estimate.effect == pytest.approx(np.mean([r.dev for r in runs if r.stage == "main" and
+                                                           r.method == "idspam"]) - 100 * 0.6, abs=3)
 
 
 def test_too_few_seeds_leave_a_claim_inconclusive(sweeps, tmp_path):
