@@ -329,6 +329,7 @@ def curves_figure(runs: list[Run], out: Path) -> Path | None:
         x = np.arange(1, epochs + 1)
         ax.plot(x, curve.mean(0), marker="o", markersize=3, label=METHOD_NAMES.get(method, method))
         ax.fill_between(x, curve.mean(0) - curve.std(0), curve.mean(0) + curve.std(0), alpha=0.15)
+    ax.set_xticks(range(1, max(len(r.epochs) for r in main) + 1))
     ax.set_xlabel("epoch")
     ax.set_ylabel("dev score (%)")
     ax.set_title("Learning curves of the main runs (mean ± sd over seeds)", fontsize=9)
