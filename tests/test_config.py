@@ -36,8 +36,8 @@ def test_every_choice_composes_and_instantiates(compose_cfg, group, choice, tmp_
         overrides.append("model.pretrained=false")  # built from the shipped architecture: no download
     elif choice == "hf":
         overrides += ["model.name_or_path=packaged:all-MiniLM-L6-v2", "model.num_layers=6"]
-    if group == "experiment":
-        overrides.append(f"data_dir={GLUE_DIR}")
+    if group == "experiment":  # the folder that holds glue_data/, superglue/ and imdb/ (zero-shot transfer)
+        overrides.append(f"data_dir={GLUE_DIR.parent}")
     if group == "task":
         overrides.append(f"data_dir={GLUE_DIR.parent}")  # glue_data/ and superglue/ are found below it
     if group == "task" and choice == "csv":
