@@ -9,13 +9,14 @@ install:
 	$(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -e ".[dev]"
 
-## test: the whole suite, slow real-data checks included
+## test: the whole suite, slow real-data checks included; two worker processes (pytest-xdist), each test file
+## in one worker (its module fixtures run once)
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile
 
 ## test-fast: unit tests only
 test-fast:
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 lint:
 	$(PYTHON) -m ruff check idspam tests experiments
