@@ -223,7 +223,7 @@ def best_layer_claim(runs: list[Run], draws: int = 10_000) -> Claim:
     best = max(candidates, key=lambda m: np.mean([r.heldout for r in layers[m]]))
     dev = {m: by_seed(layers[m], lambda r: r.dev) for m in (best, 0)}
     est = stats.seed_bootstrap(*paired(dev[best], dev[0]), draws=draws)
-    est.note = f"best m = {best} (held-out)"
+    est.note = f"best m = {best} of {{{', '.join(map(str, candidates))}}} (held-out)"
     return Claim(name, est, None, note)
 
 
