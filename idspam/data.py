@@ -20,7 +20,15 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from .config import RunConfig, TaskConfig
 from .errors import UserError
-from .tasks import HELDOUT, TaskSpec, get_spec, load_split, mlm_verbalizer, source_fingerprint, source_split
+from .tasks import (
+    TaskSpec,
+    get_spec,
+    load_split,
+    mlm_verbalizer,
+    source_fingerprint,
+    source_split,
+    subsample_limit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +207,7 @@ def cache_key(parts: dict) -> str:
 
 def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
     """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
-    limit = {"train": run.task.max_train_samples, HELDOUT: None}.get(split, run.task.max_eval_samples)
+    limit = subsample_limit(run.task, split)
     heldout = run.task.heldout_samples if source_split(split) == "train" else None
     key = cache_key({
         "source": source_fingerprint(spec, run.task, split, run.data_dir), "task": spec.name, "split": split,

@@ -29,7 +29,7 @@ class PromptTuningModule(L.LightningModule):
         self.generative = getattr(model.head, "generative", False)  # head=generate: causal-LM loss, generated text
         self.metrics = nn.ModuleList((TextMetrics(task, classes=not task.text_to_text) if self.generative
                                       else TaskMetrics(task)) for _, task in evals)
-        self.predictions_dir = None  # head=generate: the run dir, where validation generations are written
+        self.predictions_dir = None  # the run dir, where validation predictions (or generations) are written
         self._generations: list[list[dict]] = [[] for _ in evals]
         self._outputs: list[dict[str, list]] = [{} for _ in evals]  # per-example predictions (classification)
         self._best: float | None = None

@@ -22,6 +22,12 @@ TEXT_METRICS = ("chrf", "exact_match")  # on generated text (head=generate); met
 HELDOUT = "heldout"  # task.heldout_samples: a validation split carved from the training file
 
 
+def subsample_limit(task, split: str) -> int | None:
+    """How many rows of a split a run reads (None: all): training and evaluation subsamples; the held-out
+    split's size is task.heldout_samples itself."""
+    return {"train": task.max_train_samples, HELDOUT: None}.get(split, task.max_eval_samples)
+
+
 def source_split(split: str) -> str:
     """The split whose file a split is read from (the held-out split comes out of the training file)."""
     return "train" if split == HELDOUT else split
@@ -459,7 +465,7 @@ def load_split(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | Non
         data = read_local(spec, _local_path(spec, task, split, data_dir))
     if task.heldout_samples and source_split(split) == "train":
         data = carve_heldout(data, task.heldout_samples, task.heldout_seed, held=split == HELDOUT)
-    limit = {"train": task.max_train_samples, HELDOUT: None}.get(split, task.max_eval_samples)
+    limit = subsample_limit(task, split)
     if "group" in data:  # COPA, MultiRC: the limit counts questions, which keep all their examples
         groups = sorted(set(data["group"]))
         if limit is not None and limit < len(groups):

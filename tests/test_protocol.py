@@ -113,7 +113,6 @@ def test_claim_table_has_the_known_verdicts(sweeps, tmp_path):
     assert claims["ID-SPAM vs prompt tuning"]["verdict"] == "holds"
     assert claims["ID-SPAM vs prompt tuning"]["paper"] == pytest.approx(92.7 - 89.3)
     assert claims["ID-SPAM vs LoRA"]["verdict"] == "does not hold"
-    assert claims["ID-SPAM vs LPT"]["verdict"] in ("inconclusive", "holds", "does not hold")
     best = claims["best layer in 1..N-2 vs m = 0 (ID-SPAM)"]
     assert best["verdict"] == "holds" and best["low"] > 10
     zs = claims["SST-2 -> IMDB zero-shot: ID-SPAM vs prompt tuning"]
