@@ -15,7 +15,7 @@ rejects that claim's null hypothesis. The verdict compares the interval with the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,7 +55,6 @@ class Decision:
     low: float
     high: float
     verdict: str
-    extra: dict = field(default_factory=dict)
 
 
 def seed_bootstrap(a: Sequence[float], b: Sequence[float], draws: int = 10_000, seed: int = 0) -> Estimate:
