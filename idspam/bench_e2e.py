@@ -5,7 +5,8 @@ included, on a real data subsample; the step benchmark (`idspam.bench`) times st
 
 Rows, timed interleaved (each repeat runs every row once, so drifts of a shared machine hit every row
 alike), wall time of the whole `train` call (model load, every epoch, validation after each epoch;
-the tokenised data is cached before the first timed run): ID-SPAM at m = N/2 and m = N-2, without
+the tokenised data is cached before the first timed run; with the cache, the evaluation splits' lower
+stack runs once too): ID-SPAM at m = N/2 and m = N-2, without
 the cache and with the cache in memory, and at m = N/2 on disk too (`cache_lower_memory_gb=0`:
 written, flushed and published like a cache too big for memory); and, once each, the disk cache
 stored in bfloat16 and float16, for their effect on the final metric. The cache's bytes per real training token are read from the
@@ -90,7 +91,8 @@ def one_run(args: dict, name: str, overrides: dict, work: Path, k: int) -> dict:
            "metric": monitor}
     lower = work / "cache" / "lower"
     folders = [f for f in lower.iterdir() if (f / "meta.json").is_file()] if lower.is_dir() else []
-    if folders:
+    folders = [f for f in folders if json.loads((f / "meta.json").read_text())["key"].get("split") == "train"]
+    if folders:  # the training split's cache (the evaluation splits' are small and have their own)
         meta = json.loads((folders[0] / "meta.json").read_text())
         files = sum(p.stat().st_size for p in folders[0].iterdir() if p.suffix in (".bin", ".npy", ".log"))
         row.update(cache_bytes=files, cache_tokens=meta["tokens"], cache_bytes_per_token=files / meta["tokens"],

@@ -394,7 +394,7 @@ class TaskDataModule(L.LightningDataModule):
         self.run, self.spec, self.tokenizer, self.token_types = run, spec, tokenizer, token_types
         self.decoder, self.max_positions = decoder, max_positions
         self.generate = run.head.type == "generate"
-        self.tokenize = self._tokenizer_for(run, spec)
+        self.tokenize = self.tokenizer_for(run, spec)
         side = getattr(tokenizer, "padding_side", "right")
         self.collate = (TextCollate(tokenizer.pad_token_id or 0, side) if self.generate else
                         Collate(tokenizer.pad_token_id or 0, spec.is_regression, side))
@@ -421,7 +421,7 @@ class TaskDataModule(L.LightningDataModule):
             else:
                 self._resume = dict(state)
 
-    def _tokenizer_for(self, run: RunConfig, spec: TaskSpec) -> Tokenize | TextTokenize:
+    def tokenizer_for(self, run: RunConfig, spec: TaskSpec) -> Tokenize | TextTokenize:
         if self.generate:
             template, words = (None, None) if spec.text_to_text else mlm_verbalizer(spec, run.task)
             return TextTokenize(self.tokenizer, run.task, eos_token_id(self.tokenizer, run.head.eos_token), template,
@@ -435,7 +435,7 @@ class TaskDataModule(L.LightningDataModule):
             self.splits["train"] = train.add_column("index", list(range(len(train))))
         for ev in self.evals:
             if ev.key not in self.splits:
-                split = tokenized_split(ev.run, ev.spec, ev.split, self._tokenizer_for(ev.run, ev.spec))
+                split = tokenized_split(ev.run, ev.spec, ev.split, self.tokenizer_for(ev.run, ev.spec))
                 self.splits[ev.key] = split if self.generate else by_length(split)
 
     def _loader(self, split: str, train: bool) -> DataLoader:

@@ -1,9 +1,11 @@
-"""`cache_lower=true`: the frozen lower stack's output for each training example, computed once.
+"""`cache_lower=true`: the frozen lower stack's output for each example, computed once.
 
 With the backbone frozen and in eval mode (no dropout), the hidden states entering layer m are the
 same in every epoch. The first epoch computes them and stores each example's real-token rows; later
 epochs scatter them back into the batch (by its attention mask, so either padding side works) and
-skip the lower stack. Padding positions are never attended to, so the results are unchanged.
+skip the lower stack. Padding positions are never attended to, so the results are unchanged. A run
+has one cache per split: the training split's (rows by the batches' `index`) and one per evaluation
+split (rows by `row`, the example's place in its file), so later validations skip the lower stack too.
 
 Layout (compact): one flat `(real tokens of the training set, hidden)` array per stored part; example
 i owns rows `offsets[i] : offsets[i] + lengths[i]`, known before the first batch from the tokenised

@@ -27,6 +27,7 @@ class PromptModel(nn.Module):
         self.layer, self.backbone_mode = layer, backbone_mode
         self.prune_last_layer = prune_last_layer
         self.lower_cache = None  # a LowerCache when cache_lower=true (training batches carry "index")
+        self.eval_caches: dict = {}  # evaluation split key -> its LowerCache (eval batches carry "row")
         self.train(False)
 
     def train(self, mode: bool = True):
@@ -38,31 +39,48 @@ class PromptModel(nn.Module):
             module.train(mode)
         return self
 
-    def lower_states(self, batch: dict[str, torch.Tensor]) -> LowerStates:
-        """The frozen lower stack's output for the batch; from `lower_cache` when it holds every training
-        example of the batch (cache_lower=true), else computed (and stored, when caching)."""
-        cache = self.lower_cache if "index" in batch and not self.encoder.training else None
+    def lower_states(self, batch: dict[str, torch.Tensor], split: str | None = None) -> LowerStates:
+        """The frozen lower stack's output for the batch; from the cache of its split (cache_lower=true:
+        `lower_cache` for training batches, `eval_caches[split]` for an evaluation split's) when it holds every
+        example of the batch, else computed (and stored, when caching)."""
+        cache, index = self.cache_for(batch, split)
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        if cache is not None and cache.has(batch["index"]):
-            return cache.get(batch["index"], ids, mask, self.encoder, next(self.encoder.parameters()).dtype)
+        if cache is not None and cache.has(index):
+            return cache.get(index, ids, mask, self.encoder, next(self.encoder.parameters()).dtype)
         states = self.encoder.lower(ids, mask, self.layer, batch.get("token_type_ids"), grad=self.method.grad_below,
                                     embed_fn=self.method.input_embeds)
         if cache is not None:
-            cache.put(batch["index"], states)
+            cache.put(index, states)
         return states
 
-    def hidden_states(self, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
+    def cache_for(self, batch: dict, split: str | None):
+        """(cache, row numbers) for the batch, or (None, None): training batches (`index`, no split) use
+        `lower_cache`, evaluation batches (`row`) the cache of their split. Never while the backbone trains."""
+        if self.encoder.training:
+            return None, None
+        if split is None:
+            return (self.lower_cache, batch["index"]) if "index" in batch else (None, None)
+        cache = self.eval_caches.get(split)
+        return (cache, batch["row"]) if cache is not None and "row" in batch else (None, None)
+
+    def hidden_states(self, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None,
+                      split: str | None = None) -> torch.Tensor:
         """Final hidden states of the real tokens, the method's prompt injected before `layer`; with `rows`
-        (one position per example) the last layer computes only there and (B, 1, n) returns."""
-        states = self.lower_states(batch)
+        (one position per example) the last layer computes only there and (B, 1, n) returns. `split`: the
+        evaluation split the batch comes from (None: training)."""
+        states = self.lower_states(batch, split)
         prompt = self.method(in_float32(prompt_source(states, batch)))
         return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, prompt, rows=rows)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor], split: str | None = None) -> torch.Tensor:
         if not (self.prune_last_layer and hasattr(self.head, "positions")):
-            return self.head(self.hidden_states(batch), batch)
+            return self.head(self.hidden_states(batch, split=split), batch)
         # the head reads one position per example: the last layer computes only there (exact)
-        return self.head.readout(self.hidden_states(batch, rows=self.head.positions(batch))[:, 0])
+        return self.head.readout(self.hidden_states(batch, rows=self.head.positions(batch), split=split)[:, 0])
+
+    def caches(self) -> list:
+        """Every lower-stack cache of the run (training split first)."""
+        return [c for c in (self.lower_cache, *self.eval_caches.values()) if c is not None]
 
     def aux_loss(self) -> torch.Tensor | None:
         return self.method.aux_loss()

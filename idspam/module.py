@@ -57,8 +57,8 @@ class PromptTuningModule(L.LightningModule):
             set_rng_state(checkpoint["rng"])
         self._best = checkpoint.get("idspam_best_predictions", self._best)
 
-    def forward(self, batch):
-        return self.model(batch)
+    def forward(self, batch, split: str | None = None):
+        return self.model(batch, split)
 
     def targets(self, batch) -> torch.Tensor:
         """What the loss compares the logits with: the labels, or (head=generate) the target token ids."""
@@ -94,12 +94,12 @@ class PromptTuningModule(L.LightningModule):
                 self.trainer.strategy.barrier("lower_cache")
 
     def on_fit_end(self) -> None:
-        if self.model.lower_cache is not None:  # publish, release the files (a multirun's next job opens its own)
-            self.model.lower_cache.close()
+        for cache in self.model.caches():  # publish, release the files (a multirun's next job opens its own)
+            cache.close()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        logits = self(batch)
         split = self.eval_splits[dataloader_idx]
+        logits = self(batch, split)
         self.log(f"{split}/loss", self.loss(logits, self.targets(batch)), batch_size=len(batch["labels"]),
                  add_dataloader_idx=False)
         if self.generative:
@@ -137,6 +137,8 @@ class PromptTuningModule(L.LightningModule):
         return out
 
     def on_validation_epoch_end(self) -> None:
+        for cache in self.model.eval_caches.values():  # publish the evaluation splits' new rows (disk)
+            cache.flush()
         values = {}
         for split, metrics in zip(self.eval_splits, self.metrics, strict=True):
             values.update({f"{split}/{k}": v for k, v in metrics.compute().items()})

@@ -164,6 +164,8 @@ def train_run(cfg: DictConfig, run, spec, started: float, stop: StopOnSignal, ex
         model.load_trained_state(start, f"init_from={run.init_from!r}")
     if run.cache_lower:
         model.lower_cache = make_lower_cache(run, spec, data, backbone_config, model)
+        model.eval_caches = {ev.key: make_lower_cache(run, spec, data, backbone_config, model, ev.key)
+                             for ev in data.evals if "row" in data.splits[ev.key].column_names}
     module = PromptTuningModule(model, spec, run.optimizer, lr=run.method.lr,
                                 evals=[(ev.key, ev.spec) for ev in data.evals])
     module.fingerprint = fingerprint
@@ -320,9 +322,11 @@ def make_loggers(cfg: DictConfig, output_dir: Path, resumed: bool, wandb_id: str
     return loggers
 
 
-def make_lower_cache(run, spec, data: TaskDataModule, backbone_config, model=None) -> LowerCache:
-    """The compact lower-stack cache (idspam/lower_cache.py): in memory when it fits
-    cache_lower_memory_gb, else on disk under cache_dir/lower/<key>, shared by every process with that key."""
+def make_lower_cache(run, spec, data: TaskDataModule, backbone_config, model=None, split: str = "train") -> LowerCache:
+    """The compact lower-stack cache (idspam/lower_cache.py) of one split: `train` (rows by the training
+    batches' `index`) or an evaluation split's key (rows by `row`, the example's place in its file). In memory
+    when it fits cache_lower_memory_gb, else on disk under cache_dir/lower/<key>, shared by every process with
+    that key."""
     from dataclasses import asdict
 
     import transformers
@@ -330,29 +334,48 @@ def make_lower_cache(run, spec, data: TaskDataModule, backbone_config, model=Non
     from . import __version__
     from .lower_cache import DTYPES, FORMAT, reads_embedding_output
 
-    n, rows = backbone_config.hidden_size, len(data.splits["train"])
-    lengths = [len(ids) for ids in data.splits["train"]["input_ids"]]
+    n, rows = backbone_config.hidden_size, len(data.splits[split])
+    lengths = split_lengths(data.splits[split], split)
     compute = next(model.parameters()).dtype if model is not None else torch.float32
     dtype = compute if run.cache_lower_dtype == "auto" else DTYPES[run.cache_lower_dtype]
     store_embeddings = run.layer > 0 and reads_embedding_output(run.method)
     size_gb = sum(lengths) * n * dtype.itemsize * (2 if store_embeddings else 1) / 2**30
     folder, meta = None, {}
     if size_gb > run.cache_lower_memory_gb:
+        if split == "train":
+            split_run, split_spec, source, tokenize = run, spec, "train", data.tokenize
+        else:
+            ev = next(ev for ev in data.evals if ev.key == split)
+            split_run, split_spec, source, tokenize = ev.run, ev.spec, ev.split, data.tokenizer_for(ev.run, ev.spec)
         meta = {
             "model": asdict(run.model), "seed": None if run.model.pretrained else run.seed, "layer": run.layer,
             "compute_dtype": str(compute), "storage_dtype": str(dtype), "store_embeddings": store_embeddings,
             "attn_implementation": getattr(backbone_config, "_attn_implementation", None),
-            "tokenize": data.tokenize.key(), "rows": rows, "subsample": [run.task.max_train_samples, run.seed],
-            "task": spec.name, "data": tasks.source_fingerprint(spec, run.task, "train", run.data_dir),
+            "tokenize": tokenize.key(), "rows": rows, "subsample": [run.task.max_train_samples, run.seed],
+            "task": split_spec.name, "split": split, "task_config": asdict(split_run.task),
+            "data": tasks.source_fingerprint(split_spec, split_run.task, source, run.data_dir),
             "version": __version__, "format": FORMAT, "torch": torch.__version__,
             "transformers": transformers.__version__,
         }
         folder = Path(run.cache_dir) / "lower" / cache_key(meta)
-    log.info("cache_lower: %.2f GB (%d real tokens of %d training examples, %s, %s), %s", size_gb, sum(lengths), rows,
-             str(dtype).removeprefix("torch."), "hidden + embedding output" if store_embeddings else "hidden states",
+    log.info("cache_lower (%s): %.2f GB (%d real tokens of %d examples, %s, %s), %s", split, size_gb, sum(lengths),
+             rows, str(dtype).removeprefix("torch."),
+             "hidden + embedding output" if store_embeddings else "hidden states",
              f"on disk in {folder}" if folder else "in memory")
     return LowerCache(lengths, n, embeddings_are_hidden=run.layer == 0, store_embeddings=store_embeddings,
                       dtype=dtype, folder=folder, device=run.cache_lower_device, meta={"key": meta})
+
+
+def split_lengths(split_data, split: str) -> list[int]:
+    """Real tokens of each example, in the order of the cache's row numbers: the training split's `index`
+    (its own order), an evaluation split's `row` (file order; the split itself is sorted by length)."""
+    lengths = [len(ids) for ids in split_data["input_ids"]]
+    if split == "train":
+        return lengths
+    out = [0] * len(lengths)
+    for row, length in zip(split_data["row"], lengths, strict=True):
+        out[row] = length
+    return out
 
 
 def transfer_start(run, spec, backbone_config) -> dict:

@@ -226,21 +226,22 @@ def test_a_run_whose_cache_exceeds_memory_goes_to_disk_with_the_same_results(com
     assert disk == memory  # exact: the same rows, from disk
     assert memory == pytest.approx(epochs(out="plain"), abs=1e-6)
     lower = tmp_path / "cache" / "lower"
-    (folder,) = list(lower.iterdir())
-    meta = json.loads((folder / "meta.json").read_text())
+    metas = {f: json.loads((f / "meta.json").read_text()) for f in lower.iterdir()}
+    assert sorted(m["key"]["split"] for m in metas.values()) == ["train", "validation"]
+    folder, meta = next((f, m) for f, m in metas.items() if m["key"]["split"] == "train")
     assert meta["parts"] == ["hidden"] and meta["dtype"] == "float32"
     key = meta["key"]
     assert {"model", "layer", "tokenize", "data", "storage_dtype", "attn_implementation", "version"} <= key.keys()
     assert (folder / "hidden.bin").stat().st_size == meta["tokens"] * N * 4
     half = epochs("cache_lower=true", "cache_lower_memory_gb=0", "cache_lower_dtype=bfloat16", out="bf16")
-    assert len(list(lower.iterdir())) == 2  # the storage dtype is in the key
+    assert len(list(lower.iterdir())) == 4  # the storage dtype is in the key (training and validation caches)
     assert half == pytest.approx(memory, abs=0.05)
 
     from idspam.cache import main
 
     main(["list", "--cache-dir", str(tmp_path / "cache")])
     assert main(["clear", "--kind", "lower", "--older-than", "1", "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert len(list(lower.iterdir())) == 2  # used just now: kept
+    assert len(list(lower.iterdir())) == 4  # used just now: kept
     held = LowerCache(np.load(folder / "lengths.npy"), N, folder=folder)  # a running job holds this one
     main(["clear", "--kind", "lower", "--cache-dir", str(tmp_path / "cache")])
     assert [p.name for p in lower.iterdir()] == [folder.name]

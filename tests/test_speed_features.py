@@ -56,10 +56,45 @@ def test_cache_lower_run_equals_the_uncached_run_and_is_keyed(compose_cfg, tmp_p
     assert epochs(*disk, "layer=1", out="c") == pytest.approx(epochs("layer=1", out="d"), abs=1e-6)
     assert epochs(*disk, "layer=1", "task.max_length=24", out="e") == pytest.approx(
         epochs("layer=1", "task.max_length=24", out="f"), abs=1e-6)
-    folders = list((tmp_path / "cache" / "lower").iterdir())
-    assert len(folders) == 3
-    epochs(*disk, "layer=2", out="g")  # the same settings again: the first cache is reused
-    assert len(list((tmp_path / "cache" / "lower").iterdir())) == 3
+    def caches():  # split -> how many caches of it are on disk
+        splits = [json.loads((f / "meta.json").read_text())["key"]["split"]
+                  for f in (tmp_path / "cache" / "lower").iterdir()]
+        return {split: splits.count(split) for split in splits}
+
+    assert caches() == {"train": 3, "validation": 3}
+    epochs(*disk, "layer=2", out="g")  # the same settings again: the first caches are reused
+    assert caches() == {"train": 3, "validation": 3}
+
+
+@pytest.mark.parametrize("disk", [False, True])
+def test_evaluation_splits_run_the_lower_stack_once_and_predict_the_same(disk, compose_cfg, tmp_path, monkeypatch):
+    """cache_lower covers the evaluation splits too (rows by their place in the file): every later validation
+    reads them, and every epoch's per-example predictions equal the uncached run's."""
+    from idspam.injection import InjectionEngine
+    from idspam.run import train
+
+    monkeypatch.setenv("IDSPAM_CACHE_DIR", str(tmp_path / "cache"))
+    original = InjectionEngine.lower
+    calls = {"train": 0, "eval": 0}
+
+    def counting(self, *args, **kwargs):
+        calls["train" if torch.is_grad_enabled() else "eval"] += 1  # validation runs under inference mode
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InjectionEngine, "lower", counting)
+    outputs = {}
+    for cached in (False, True):
+        calls.update(train=0, eval=0)
+        out = tmp_path / f"run{cached}"
+        options = ["cache_lower=true", *(["cache_lower_memory_gb=0"] if disk else [])] if cached else []
+        train(compose_cfg(*FAST, "layer=2", "data.eval_batch_size=8", *options, f"paths.output_dir={out}"))
+        outputs[cached] = [json.loads((out / "predictions" / f"epoch{e}.json").read_text()) for e in range(3)]
+        if cached:
+            assert calls == {"train": 96 // 16, "eval": 32 // 8}  # each training and evaluation batch once
+        else:
+            assert calls == {"train": 3 * 96 // 16, "eval": 3 * 32 // 8}
+    assert outputs[True] == outputs[False]  # the same predictions, example by example, every epoch
+    assert len(outputs[True][0]["validation"]["pred"]) == 32
 
 
 @pytest.mark.parametrize("overrides, message", [
