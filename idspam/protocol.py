@@ -295,11 +295,13 @@ def layer_figure(runs: list[Run], out: Path) -> Path | None:
         if vals:
             ax.axhline(np.mean(vals), linestyle=style, color="grey", linewidth=1,
                        label=f"{METHOD_NAMES[method]} (no layer; mean of {len(vals)})")
+    low, high = ax.get_ylim()  # room for the reference lines and, below the data, the legend
+    ax.set_ylim(low - 0.35 * (high - low), high + 0.05 * (high - low))
     ax.set_xlabel("injection layer m")
     ax.set_ylabel("dev score at the best held-out epoch (%)")
     ax.set_xticks(sorted({r.layer for r in layered}))
     ax.set_title("Layer position (mean ± sd over seeds, x offsets separate the methods)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower center", ncol=2)
     fig.tight_layout()
     path = out / "layers.png"
     fig.savefig(path, dpi=130)
