@@ -71,6 +71,12 @@ class PromptTuningModule(L.LightningModule):
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
         return F.cross_entropy(logits.float(), labels)
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning (2.2+) leaves modules in the mode it finds them and restores it after each validation; the
+        # model is built in eval mode, so the trained parts (the method, the head, LoRA's modules) are put in
+        # train mode here, for their dropout; the frozen backbone keeps model.backbone_mode (PromptModel.train).
+        self.model.train(True)
+
     def training_step(self, batch, batch_idx):
         n = len(batch["labels"])
         loss = self.loss(self(batch), self.targets(batch))

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import check_choice
 from ..injection import LowerStates, PromptInjectedEncoder
-from .base import MethodConfig, PromptMethod, at_least, batch_prompt
+from .base import MethodConfig, PromptMethod, at_least, batch_prompt, probability
 
 INITS = ("vocab", "random")
 
@@ -28,10 +28,12 @@ class PromptTuningConfig(MethodConfig):
     init: str = "vocab"  # vocab | random
     init_range: float = 0.5  # init=random: U(-init_range, init_range)
     seed_vocab_ids: list[int] | None = None  # init=vocab: these token ids instead of a random draw
+    dropout: float = 0.0  # on the prompt vectors while training (Lester et al. use none)
 
     def check(self) -> None:
         super().check()
         at_least("method.prompt_length", self.prompt_length)
+        probability("method.dropout", self.dropout)
         check_choice("method.init", self.init, INITS)
 
 
@@ -52,6 +54,7 @@ class PromptTuning(PromptMethod):
         cfg.check()
         self.cfg = cfg
         self.prompt = nn.Parameter(torch.empty(cfg.prompt_length, hidden_size).uniform_(-cfg.init_range, cfg.init_range))
+        self.dropout = nn.Dropout(cfg.dropout)
 
     def attach(self, encoder: PromptInjectedEncoder) -> None:
         if self.cfg.init != "vocab":
@@ -59,4 +62,4 @@ class PromptTuning(PromptMethod):
         self.prompt.data.copy_(vocab_init(encoder, self.cfg.prompt_length, self.cfg.seed_vocab_ids))
 
     def forward(self, states: LowerStates) -> torch.Tensor:
-        return batch_prompt(self.prompt, states)
+        return self.dropout(batch_prompt(self.prompt, states))
