@@ -102,9 +102,12 @@ def test_protocol_stages_read_the_tuned_learning_rates_and_carve_the_same_heldou
     for method in ("idspam", "lpt", "prompt_tuning", "lora", "idspam_meanpool"):
         cfg = compose_with_hydra("experiment=protocol_main", f"method={method}")
         assert cfg.method.lr == tuned[method] and cfg.task.heldout_samples == 300 and cfg.task.heldout_seed == 0
+        assert cfg.method.dropout == 0 and cfg.head.dropout == 0  # no dropout for any method (protocol_base)
     variant = compose_with_hydra("experiment=protocol_ablations", "variant=no_final_relu")
     assert variant.variant == "no_final_relu" and variant.method.final_relu is False
-    assert variant.method.lr == tuned.idspam
+    assert variant.method.lr == tuned.idspam and variant.method.dropout == 0
+    for name, dropout in (("dropout_01", 0.1), ("dropout_03", 0.3)):  # a variant wins over the protocol's pin
+        assert compose_with_hydra("experiment=protocol_ablations", f"variant={name}").method.dropout == dropout
     tune = compose_with_hydra("experiment=protocol_tune")
     assert tune.task == compose_with_hydra("experiment=protocol_main").task  # one protocol, one data setting
 
