@@ -339,8 +339,9 @@ def curves_figure(runs: list[Run], out: Path) -> Path | None:
     if sized:
         ax = axes[0][1]
         for method in sorted({r.method for r in sized}, key=_method_order):
-            sizes = defaultdict(list)
-            for r in sized:
+            seeds = {r.seed for r in sized if r.method == method}
+            sizes = defaultdict(list)  # the main runs with the same seeds give the protocol's own size
+            for r in sized + [r for r in main if r.method == method and r.seed in seeds]:
                 if r.method == method:
                     sizes[r.config["task"]["max_train_samples"]].append(r.dev)
             xs = sorted(sizes)
@@ -348,6 +349,9 @@ def curves_figure(runs: list[Run], out: Path) -> Path | None:
                         yerr=[np.std(sizes[x], ddof=1) if len(sizes[x]) > 1 else 0 for x in xs],
                         marker="o", capsize=3, label=METHOD_NAMES.get(method, method))
         ax.set_xscale("log")
+        ticks = sorted({r.config["task"]["max_train_samples"] for r in sized + main})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("training examples")
         ax.set_ylabel("dev score at the best held-out epoch (%)")
         ax.set_title("Training-set size", fontsize=9)
