@@ -71,11 +71,13 @@ class PromptTuningModule(L.LightningModule):
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
         return F.cross_entropy(logits.float(), labels)
 
-    def on_train_epoch_start(self) -> None:
-        # Lightning (2.2+) leaves modules in the mode it finds them and restores it after each validation; the
-        # model is built in eval mode, so the trained parts (the method, the head, LoRA's modules) are put in
-        # train mode here, for their dropout; the frozen backbone keeps model.backbone_mode (PromptModel.train).
-        self.model.train(True)
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Lightning (2.2+) leaves modules in the mode it finds them (and a run resumed mid-epoch starts without
+        # an epoch start); the model is built in eval mode, so every training step puts the trained parts (the
+        # method, the head, LoRA's modules) in train mode, for their dropout; the frozen backbone keeps
+        # model.backbone_mode (PromptModel.train).
+        if not self.model.method.training or not self.model.head.training:
+            self.model.train(True)
 
     def training_step(self, batch, batch_idx):
         n = len(batch["labels"])
