@@ -27,17 +27,17 @@ demo:
 
 ## params: trainable parameters per method (roberta_base, roberta_large) beside the paper's Table 12; ARGS="--model minilm"
 params:
-	$(PYTHON) -m idspam.params $(ARGS)
+	$(PYTHON) -m idspam params $(ARGS)
 
 ## bench: training speed and memory of every method against PEFT (roberta_base shapes, CPU); ARGS="--device cuda ..."
 bench:
-	$(PYTHON) -m idspam.bench $(ARGS)
+	$(PYTHON) -m idspam bench $(ARGS)
 
 ## report: tables (and the layer figure) of sweeps beside the paper's numbers; SWEEPS defaults to the newest sweep;
 ## ARGS="--format md csv json --reference roberta_base"
 SWEEPS ?= $(shell ls -td outputs/multiruns/*/*/ 2>/dev/null | head -1)
 report:
-	$(PYTHON) -m idspam.report $(SWEEPS) $(ARGS)
+	$(PYTHON) -m idspam report $(SWEEPS) $(ARGS)
 
 ## repro-cpu: the CPU-scale reproduction (cpu_repro, then cpu_layer_sweep), archived and reported into
 ## experiments/results/cpu_repro (about 66 min on 2 cores)
@@ -48,7 +48,7 @@ repro-cpu:
 	$(PYTHON) -m idspam.run -m experiment=cpu_layer_sweep hydra.sweep.dir=outputs/multiruns/cpu_layer_sweep/$(STAMP)
 	$(PYTHON) experiments/archive_sweep.py outputs/multiruns/cpu_repro/$(STAMP) $(RESULTS)/sweeps/cpu_repro
 	$(PYTHON) experiments/archive_sweep.py outputs/multiruns/cpu_layer_sweep/$(STAMP) $(RESULTS)/sweeps/cpu_layer_sweep
-	$(PYTHON) -m idspam.report $(RESULTS)/sweeps/cpu_repro $(RESULTS)/sweeps/cpu_layer_sweep --out $(RESULTS) --reference roberta_base
+	$(PYTHON) -m idspam report $(RESULTS)/sweeps/cpu_repro $(RESULTS)/sweeps/cpu_layer_sweep --out $(RESULTS) --reference roberta_base
 
 ## protocol: the reproduction protocol that decides the paper's claims (README "The reproduction protocol"): five
 ## parts that run one after another (each re-run continues where it stopped: finished jobs are kept), then the
@@ -64,7 +64,7 @@ protocol: protocol-tune protocol-main protocol-layers protocol-ablations protoco
 
 protocol-tune:
 	$(RUN_PROTOCOL) experiment=protocol_tune hydra.sweep.dir=$(PROTOCOL)/tune
-	$(PYTHON) -m idspam.protocol $(PROTOCOL)/tune --write-tuned conf/tuned/protocol_sst2.yaml
+	$(PYTHON) -m idspam protocol $(PROTOCOL)/tune --write-tuned conf/tuned/protocol_sst2.yaml
 
 protocol-main:
 	$(RUN_PROTOCOL) experiment=protocol_main hydra.sweep.dir=$(PROTOCOL)/main
@@ -81,4 +81,4 @@ protocol-curves:
 
 protocol-report:
 	for d in $(PROTOCOL)/*/; do $(PYTHON) experiments/archive_sweep.py $$d $(PROTOCOL_RESULTS)/sweeps/$$(basename $$d); done
-	$(PYTHON) -m idspam.protocol $(PROTOCOL_RESULTS)/sweeps --out $(PROTOCOL_RESULTS)
+	$(PYTHON) -m idspam protocol $(PROTOCOL_RESULTS)/sweeps --out $(PROTOCOL_RESULTS)

@@ -4,7 +4,7 @@
 
 multirun.yaml and summary.md of the sweep, and results.json and .hydra/overrides.yaml of every job, and its
 per-example dev predictions at the best epoch (predictions/epoch<E>.json: the protocol's paired bootstrap).
-`python -m idspam.report <archived dir>` (or `python -m idspam.protocol report`) then gives the same report as on
+`python -m idspam report <archived dir>` (or `python -m idspam protocol report`) then gives the same report as on
 the original sweep.
 """
 

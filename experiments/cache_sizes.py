@@ -36,8 +36,8 @@ SHAPES = [("roberta-base", 768), ("roberta-large", 1024), ("GPT-2 Large", 1280)]
 
 def lengths(task: str, split: str, data_dir: Path, max_length: int, tokenizer) -> list[int]:
     from idspam.config import TaskConfig
-    from idspam.data import Tokenize
     from idspam.tasks import get_spec, load_split
+    from idspam.text import Tokenize
 
     cfg = TaskConfig(name=task, max_length=max_length)
     rows = load_split(get_spec(cfg), cfg, split, str(data_dir), seed=0)
@@ -53,8 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("data", type=Path, help="the shared data folder (with glue_data/, superglue/)")
     parser.add_argument("--max-length", type=int, default=256)
     args = parser.parse_args(argv)
-    from idspam.backbone import load_config, load_tokenizer
     from idspam.bench import model_config
+
+    from idspam.backbone import load_config, load_tokenizer
 
     model = model_config("minilm")[0]
     tokenizer = load_tokenizer(model, load_config(model))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .cli import TOOLS
+from .tools.cli import TOOLS
 
 
 def usage() -> str:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] == "run":
         module.main()  # Hydra reads sys.argv
     else:
-        module.main(argv[1:])
+        sys.exit(module.main(argv[1:]) or 0)
 
 
 if __name__ == "__main__":

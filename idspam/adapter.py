@@ -33,14 +33,14 @@ from safetensors.torch import load_file, save_file
 
 from .config import RunConfig
 from .errors import UserError
-from .results import default_mode, package_versions
+from .files import default_mode, package_versions
 
 FORMAT = "idspam-adapter/2"  # the project's own format
 FORMAT_PEFT = "idspam-peft/1"  # a PEFT folder plus idspam's files
 IDSPAM_CONFIG, IDSPAM_WEIGHTS, HEAD_WEIGHTS = "idspam_adapter.json", "idspam_adapter.safetensors", "idspam_head.safetensors"
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 OLD_FORMAT, OLD_CONFIG, OLD_WEIGHTS = "idspam-adapter/1", "adapter_config.json", "adapter.safetensors"
-# where a prompt method's tensors sit in a PeftModel of the bare backbone (idspam.peft_tuner)
+# where a prompt method's tensors sit in a PeftModel of the bare backbone (idspam.tuner)
 PEFT_METHOD_PREFIX = "base_model.model.idspam_injection.idspam_prompt."
 LORA_ADAPTER = "default"
 
@@ -52,9 +52,7 @@ def backbone_shape(config) -> dict:
 
 def peft_form(run: RunConfig) -> str | None:
     """"prompt" (an idspam PEFT type), "lora" (PEFT's LoRA) or None (the project's format) for a run's method."""
-    from .peft_tuner import CONFIGS
-
-    if run.method.name in CONFIGS:
+    if run.method.peft_type is not None:
         return "prompt"
     return "lora" if run.method.name == "lora" else None
 
@@ -112,7 +110,7 @@ def export_adapter(folder: Path, model, run: RunConfig, spec, backbone_config, b
 def write_peft_prompt(folder: Path, run: RunConfig, state: dict[str, torch.Tensor]) -> None:
     """adapter_config.json + adapter_model.safetensors of an idspam prompt method, as PEFT's save_pretrained
     writes them for a PeftModel of the bare backbone."""
-    from .peft_tuner import peft_config_for
+    from .tuner import peft_config_for
 
     stray = sorted(k for k in state if not k.startswith("method."))
     if stray:
@@ -134,7 +132,7 @@ def _lora_name(peft_key: str) -> str:
         out.append(part)
         if part.startswith("lora_"):
             out.append(LORA_ADAPTER)
-    return "encoder.base." + ".".join(out)
+    return "engine.base." + ".".join(out)
 
 
 def adapter_kind(folder: str | Path) -> str:

@@ -26,7 +26,7 @@ def wrap(model, method="idspam", *, layer: int | None = None, adapter_name: str 
     """
     from peft import get_peft_model
 
-    from .peft_tuner import CONFIGS, PromptInjectionConfig
+    from .tuner import CONFIGS, PromptInjectionConfig
 
     if isinstance(method, PromptInjectionConfig):
         if options or layer is not None:
@@ -72,6 +72,7 @@ class Predictor:
         """head=generate adapters: the text generated for each input, with the generation settings saved in the
         adapter (`overrides`: Hugging Face `generate` keywords, e.g. max_new_tokens=64), cut at the first EOS."""
         from .generation import generate
+        from .text import decode_generated
 
         head = getattr(self.model, "head", None)
         if not getattr(head, "generative", False):
@@ -79,13 +80,11 @@ class Predictor:
                             "use predict()")
         device = next(self.model.parameters()).device
         settings = {**head.generation, **overrides}
-        eos, out = settings["eos_token_id"], []
+        out = []
         for batch in self.batches(texts, batch_size):
             new = generate(self.model, batch["gen_input_ids"].to(device), batch["gen_attention_mask"].to(device),
                            **settings)
-            for row in new.cpu().tolist():
-                row = row[:row.index(eos)] if eos in row else row
-                out.append(head.tokenizer.decode(row, skip_special_tokens=True))
+            out += decode_generated(head.tokenizer, new, settings["eos_token_id"])
         return out
 
     def predict(self, texts: Sequence, batch_size: int = 64) -> list[dict]:
@@ -101,17 +100,19 @@ class Predictor:
 
 
 def run_config(config: dict):
-    """The RunConfig an adapter's idspam config describes (what the run trained)."""
+    """The RunConfig an adapter's idspam config describes (what the run trained), its task's spec included."""
     from .config import DataConfig, HeadConfig, ModelConfig, OptimizerConfig, RunConfig, TaskConfig, typed
     from .methods import method_config
+    from .tasks import get_spec
 
     shape_keys = ("hidden_size", "num_layers", "vocab_size", "model_type")
     model_cfg = typed({k: v for k, v in config["model"].items() if k not in shape_keys}, ModelConfig, "adapter model")
+    task = typed(config["task"], TaskConfig, "adapter task")
     return RunConfig(
-        task=typed(config["task"], TaskConfig, "adapter task"), model=model_cfg,
-        method=method_config(config["method"]), head=typed(config["head"], HeadConfig, "adapter head"),
-        optimizer=OptimizerConfig(), data=DataConfig(), layer=int(config["layer"]), seed=int(config["seed"]),
-        data_dir=None, cache_dir="", output_dir=".",
+        task=task, model=model_cfg, method=method_config(config["method"]),
+        head=typed(config["head"], HeadConfig, "adapter head"), optimizer=OptimizerConfig(), data=DataConfig(),
+        layer=int(config["layer"]), seed=int(config["seed"]), data_dir=None, cache_dir="", output_dir=".",
+        spec=get_spec(task),
     )
 
 
@@ -129,29 +130,25 @@ def load_adapter(folder: str | Path, device: str | torch.device = "cpu", labels:
 
 
 def _load_run_adapter(folder: Path, device) -> Predictor:
-    from . import backbone as bb
     from .adapter import check_backbone, read_adapter
-    from .data import TaskDataModule
-    from .model import build_model
-    from .tasks import get_spec
+    from .backbone import is_decoder, max_positions
+    from .heads import HEADS
+    from .model import load_model, load_parts
+    from .text import collate_for, tokenizer_for
 
     config, weights = read_adapter(folder)
     run = run_config(config)
-    spec = get_spec(run.task)
-    backbone_config = bb.load_config(run.model)
+    backbone_config, tokenizer = load_parts(run)
     check_backbone(config, backbone_config, f"adapter {str(folder)!r}")
-    tokenizer = bb.load_tokenizer(run.model, backbone_config)
-    if hasattr(bb, "fit_config_to_tokenizer"):
-        bb.fit_config_to_tokenizer(backbone_config, run.model, tokenizer)
-    decoder = bb.is_decoder(backbone_config) if hasattr(bb, "is_decoder") else False
-    torch.manual_seed(run.seed)  # a random-weight backbone is rebuilt exactly as in training
-    backbone = bb.load_backbone(run.model, backbone_config, with_mlm_head=run.head.type in ("mlm", "lm", "generate"))
-    model = build_model(run, spec, backbone, tokenizer)
+    model, _ = load_model(run, backbone_config, tokenizer)
     model.load_trained_state(weights, f"adapter {str(folder)!r}")
     model.to(device).eval()
-    data = TaskDataModule(run, spec, tokenizer, token_types=getattr(backbone_config, "type_vocab_size", 0) > 1,
-                          decoder=decoder, max_positions=bb.max_positions(backbone_config))
-    return Predictor(model, data.tokenize, data.collate, spec.label_names, spec.is_regression, config)
+    head = HEADS[run.head.type]
+    tokenize = tokenizer_for(run, run.spec, head, tokenizer,
+                             token_types=getattr(backbone_config, "type_vocab_size", 0) > 1,
+                             decoder=is_decoder(backbone_config), max_positions=max_positions(backbone_config))
+    return Predictor(model, tokenize, collate_for(run.spec, head, tokenizer), run.spec.label_names,
+                     run.spec.is_regression, config)
 
 
 def _load_peft_classifier(folder: Path, device, labels: Sequence[str] | None) -> Predictor:
@@ -161,7 +158,7 @@ def _load_peft_classifier(folder: Path, device, labels: Sequence[str] | None) ->
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .data import Collate, Tokenize
+    from .text import Collate, Tokenize
 
     config = json.loads((folder / "adapter_config.json").read_text())
     base_path = config.get("base_model_name_or_path")

@@ -20,10 +20,10 @@ from transformers import (
     PretrainedConfig,
 )
 
-from .config import PACKAGED_MINILM, ModelConfig
+from .config import DTYPE_NAMES, PACKAGED_MINILM, ModelConfig
 from .errors import UserError
+from .families import family_for_config, supported_model_types
 from .hub import load_with_hub_fallback
-from .layouts import layout_for_config, supported_model_types
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +84,16 @@ def load_config(cfg: ModelConfig) -> PretrainedConfig:
 
 
 def check_supported(config: PretrainedConfig, cfg: ModelConfig) -> None:
-    """One line before any weights load when no layout of the injection engine knows this architecture."""
-    if layout_for_config(config) is None:
+    """One line before any weights load when no family of the injection engine knows this architecture."""
+    if family_for_config(config) is None:
         arch = ", ".join(getattr(config, "architectures", None) or [type(config).__name__])
         raise UserError(f"model {cfg.name!r} is a {arch} (model_type {config.model_type!r}), which idspam cannot "
                         f"inject into; supported model types by family: {supported_model_types()}")
 
 
 def is_decoder(config: PretrainedConfig) -> bool:
-    layout = layout_for_config(config)
-    return bool(layout and layout.causal)
+    family = family_for_config(config)
+    return bool(family and family.causal)
 
 
 def max_positions(config: PretrainedConfig) -> int | None:
@@ -154,15 +154,11 @@ class Backbone:
     decoders), and its config."""
 
     base: nn.Module
-    mlm_head: nn.Module | None
+    lm_head: nn.Module | None
     config: PretrainedConfig
 
-    @property
-    def lm_head(self) -> nn.Module | None:
-        return self.mlm_head
 
-
-def _split_mlm(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+def _split_lm_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     base = getattr(model, model.base_model_prefix)
     for head_name in ("lm_head", "cls"):  # RoBERTa family and decoders / BERT family
         if hasattr(model, head_name):
@@ -170,14 +166,14 @@ def _split_mlm(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     raise UserError(f"{type(model).__name__} has no LM head this project knows (lm_head or cls)")
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # model.dtype and the cache dtypes
 
 
-def load_backbone(cfg: ModelConfig, config: PretrainedConfig, with_mlm_head: bool = False) -> Backbone:
-    """Weights (pretrained or random) in `model.dtype`, frozen. `with_mlm_head` also returns the frozen LM
+def load_backbone(cfg: ModelConfig, config: PretrainedConfig, with_lm_head: bool = False) -> Backbone:
+    """Weights (pretrained or random) in `model.dtype`, frozen. `with_lm_head` also returns the frozen LM
     head: the masked-LM head of an encoder, the causal-LM head of a decoder."""
     decoder = is_decoder(config)
-    loader = (AutoModelForCausalLM if decoder else AutoModelForMaskedLM) if with_mlm_head else AutoModel
+    loader = (AutoModelForCausalLM if decoder else AutoModelForMaskedLM) if with_lm_head else AutoModel
     dtype = DTYPES[cfg.dtype]
     if cfg.pretrained:
         path = resolve_path(cfg.name_or_path)
@@ -186,27 +182,27 @@ def load_backbone(cfg: ModelConfig, config: PretrainedConfig, with_mlm_head: boo
                 loader, cfg, path, "model", config=config, attn_implementation=cfg.attn_implementation, dtype=dtype
             )
         except ValueError as e:
-            if with_mlm_head:
+            if with_lm_head:
                 raise UserError(
                     f"head=mlm needs a backbone with a masked-LM head; {cfg.name!r} ({path}) has none. "
                     "Use head=cls."
                 ) from e
             raise
-        if with_mlm_head and not decoder and _missing_mlm_weights(model, path):
+        if with_lm_head and not decoder and _missing_mlm_weights(model, path):
             raise UserError(
                 f"head=mlm needs pretrained masked-LM head weights; {cfg.name!r} ({path}) ships none "
                 "(a sentence-embedding model?). Use head=cls."
             )
     else:
         model = loader.from_config(config, attn_implementation=cfg.attn_implementation, dtype=dtype)
-    if with_mlm_head:
-        base, mlm_head = _split_mlm(model)
+    if with_lm_head:
+        base, lm_head = _split_lm_head(model)
     else:
-        base, mlm_head = model, None
-    for module in (base, mlm_head):
+        base, lm_head = model, None
+    for module in (base, lm_head):
         if module is not None:
             module.requires_grad_(False)
-    return Backbone(base=base, mlm_head=mlm_head, config=model.config)
+    return Backbone(base=base, lm_head=lm_head, config=model.config)
 
 
 def _missing_mlm_weights(model: nn.Module, path: str) -> bool:

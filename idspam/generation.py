@@ -40,11 +40,11 @@ class InjectedCausalLM(PreTrainedModel, GenerationMixin):
     _supports_flex_attn = True
 
     def __init__(self, model: PromptModel, lm_head: nn.Module):
-        if not model.encoder.causal:
-            raise UserError(f"generation needs a decoder; {type(model.encoder.base).__name__} is an encoder")
-        super().__init__(copy.deepcopy(model.encoder.config))  # the backbone's own config stays untouched
+        if not model.engine.causal:
+            raise UserError(f"generation needs a decoder; {type(model.engine.base).__name__} is an encoder")
+        super().__init__(copy.deepcopy(model.engine.config))  # the backbone's own config stays untouched
         self.prompt_model, self.lm_head = model, lm_head
-        self.generation_config = GenerationConfig.from_model_config(model.encoder.config)
+        self.generation_config = GenerationConfig.from_model_config(model.engine.config)
         self._prompt_mask: torch.Tensor | None = None  # (B, t) of the running generation
 
     def get_output_embeddings(self):
@@ -52,7 +52,7 @@ class InjectedCausalLM(PreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, cache=None,
                 use_cache: bool = True, **kwargs) -> CausalLMOutputWithPast:
-        engine, m = self.prompt_model.encoder, self.prompt_model.layer
+        engine, m = self.prompt_model.engine, self.prompt_model.layer
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if cache is None:

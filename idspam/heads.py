@@ -13,9 +13,13 @@ can have the last layer compute only there (`model.prune_last_layer`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from .errors import UserError
 from .injection import gather_positions, last_real_position
 
 READ_AT = ("first", "last", "mask")
@@ -119,3 +123,69 @@ def generation_kwargs(head_cfg, eos_id: int, pad_id: int) -> dict:
     else:
         kwargs.update(do_sample=False, num_beams=1)
     return kwargs
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+def _cls(run, spec, backbone, tokenizer, engine) -> nn.Module:
+    return ClassificationHead(engine.hidden_size, spec.num_labels, run.head.dropout, run.head.dense,
+                              "last" if engine.causal else "first")
+
+
+def _verbalizer(run, spec, backbone, tokenizer, engine) -> nn.Module:
+    from .tasks import mlm_verbalizer
+    from .text import label_word_ids
+
+    ids = label_word_ids(tokenizer, mlm_verbalizer(spec, run.task)[1])
+    if engine.causal:
+        return VerbalizerHead(backbone.lm_head, ids, "last", softcap=final_softcap(backbone.config))
+    return VerbalizerHead(backbone.lm_head, ids, "mask", tokenizer.mask_token_id)
+
+
+def _generate(run, spec, backbone, tokenizer, engine) -> nn.Module:
+    from .text import eos_token_id
+
+    eos = eos_token_id(tokenizer, run.head.eos_token)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return GenerateHead(backbone.lm_head, generation_kwargs(run.head, eos, pad), tokenizer,
+                        softcap=final_softcap(backbone.config))
+
+
+def final_softcap(config) -> float | None:
+    """The cap a family puts on its final logits (Gemma2's `final_logit_softcapping`), or None."""
+    return getattr(config, "final_logit_softcapping", None)
+
+
+@dataclass(frozen=True)
+class HeadKind:
+    """What a `head=` choice is: the families it runs on and what it needs, so that no other module lists head
+    names. `build(run, spec, backbone, tokenizer, engine)` makes the head module."""
+
+    name: str
+    families: tuple[str, ...]  # "encoder", "decoder"
+    lm_head: bool  # reads the backbone's frozen LM head (masked LM on encoders, causal LM on decoders)
+    verbalizer: bool  # reads the task through its template and label words
+    generative: bool  # trained on target tokens, evaluated by generating
+    trains: bool  # has parameters of its own
+    needs: str  # what it is, for the one-line refusal on the wrong family
+    build: Callable
+
+    def check_family(self, decoder: bool, model_name: str) -> None:
+        family = "decoder" if decoder else "encoder"
+        if family not in self.families:
+            valid = ", ".join(h.name for h in HEADS.values() if family in h.families)
+            raise UserError(f"head={self.name} {self.needs}; model {model_name!r} is an {family} "
+                            f"(valid heads here: {valid})".replace("is an decoder", "is a decoder"))
+
+
+HEADS: dict[str, HeadKind] = {kind.name: kind for kind in (
+    HeadKind("cls", ("encoder", "decoder"), lm_head=False, verbalizer=False, generative=False, trains=True,
+             needs="is a trained linear head", build=_cls),
+    HeadKind("mlm", ("encoder",), lm_head=True, verbalizer=True, generative=False, trains=False,
+             needs="needs a masked-LM encoder", build=_verbalizer),
+    HeadKind("lm", ("decoder",), lm_head=True, verbalizer=True, generative=False, trains=False,
+             needs="reads a decoder's next-token logits", build=_verbalizer),
+    HeadKind("generate", ("decoder",), lm_head=True, verbalizer=False, generative=True, trains=False,
+             needs="trains a decoder's causal-LM head", build=_generate),
+)}
+

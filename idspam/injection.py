@@ -7,7 +7,7 @@ A frozen language model is run in two parts around layer m:
             the embedding output or the hidden states entering layer m)
     upper:  [prompt ; hidden] -> layers[m:N] -> final norm, with the attention mask grown by t
 
-The family's layout (`layouts.py`) says how to embed, which mask a span of layers gets
+The backbone's family (`families.py`) says how to embed, which mask a span of layers gets
 (bidirectional, causal, sliding window, one per layer type) and how positions reach the layers;
 this module owns the loop, so no method and no family has a copy of it.
 
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .layouts import LAYOUTS, Layout, layout_for
+from .families import FAMILIES, Family, family_of
 
 PROMPT_POSITIONS = ("before", "zero")
 
@@ -45,7 +45,7 @@ class LowerStates:
     embeddings: torch.Tensor  # embedding output (encoders: word + position + type, LayerNorm)
     hidden: torch.Tensor  # hidden states entering layer m (== embeddings when m = 0)
     _word: torch.Tensor | None = field(default=None, repr=False)
-    _encoder: InjectionEngine | None = field(default=None, repr=False)
+    _engine: InjectionEngine | None = field(default=None, repr=False)
     _dtype: torch.dtype | None = field(default=None, repr=False)  # the dtype readers get (None: the backbone's)
 
     @property
@@ -53,7 +53,7 @@ class LowerStates:
         """Word (token) embeddings alone, computed on first use, without a graph."""
         if self._word is None:
             with torch.no_grad():
-                self._word = self._encoder.word_embeddings(self.input_ids)
+                self._word = self._engine.word_embeddings(self.input_ids)
                 if self._dtype is not None:
                     self._word = self._word.to(self._dtype)
         return self._word
@@ -61,7 +61,7 @@ class LowerStates:
     def summary_token(self) -> torch.Tensor:
         """(B, n): the state entering m at the token that has seen the whole input: the first token on
         encoders, the last real token on causal decoders (LPT's generator input)."""
-        if self._encoder is None or not self._encoder.causal:
+        if self._engine is None or not self._engine.causal:
             return self.hidden[:, 0]
         return gather_positions(self.hidden, last_real_position(self.attention_mask))
 
@@ -86,25 +86,25 @@ class InjectionEngine(nn.Module):
 
     def __init__(self, base: nn.Module, prompt_positions: str = "before"):
         super().__init__()
-        layout = layout_for(base)
-        if layout is None:
+        family = family_of(base)
+        if family is None:
             raise UserError(
                 f"{type(base).__name__} (model_type {getattr(base.config, 'model_type', '?')!r}) is not a model this "
-                f"project can inject into; supported families: {', '.join(lay.family for lay in LAYOUTS)}")
+                f"project can inject into; supported families: {', '.join(f.name for f in FAMILIES)}")
         if prompt_positions not in PROMPT_POSITIONS:
             raise UserError(f"model.prompt_positions={prompt_positions!r}; valid: {', '.join(PROMPT_POSITIONS)}")
         self.base = base
         self.config = base.config
-        self.layout: Layout = layout
+        self.family: Family = family
         self.prompt_positions = prompt_positions
 
     @property
     def causal(self) -> bool:
-        return self.layout.causal
+        return self.family.causal
 
     @property
     def layers(self) -> nn.ModuleList:
-        return self.layout.layers(self.base)
+        return self.family.layers(self.base)
 
     @property
     def num_layers(self) -> int:
@@ -116,14 +116,14 @@ class InjectionEngine(nn.Module):
 
     @property
     def embedding_module(self) -> nn.Module:
-        return self.layout.embedding_module(self.base)
+        return self.family.embedding_module(self.base)
 
     @property
     def word_embedding_table(self) -> torch.Tensor:
-        return self.layout.word_embedding(self.base).weight
+        return self.family.word_embedding(self.base).weight
 
     def word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.layout.word_embedding(self.base)(input_ids)
+        return self.family.word_embedding(self.base)(input_ids)
 
     @torch.no_grad()
     def embedding_output(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -132,7 +132,7 @@ class InjectionEngine(nn.Module):
         self.base.eval()
         try:
             positions = real_positions(torch.ones_like(input_ids))
-            return self.layout.embed(self.base, input_ids, positions)
+            return self.family.embed(self.base, input_ids, positions)
         finally:
             self.base.train(mode)
 
@@ -143,12 +143,12 @@ class InjectionEngine(nn.Module):
         With a key/value `cache` (decoding, `generation.py`) every layer appends its keys and values to it."""
         if start >= end:
             return hidden
-        context = self.layout.context(self.base, hidden, attention_mask, positions, cache, (start, end))
+        context = self.family.context(self.base, hidden, attention_mask, positions, cache, (start, end))
         last = end - 1 if rows is not None else end
         for index in range(start, last):
-            hidden = self.layout.call(self.layers[index], index, hidden, context, cache=cache)
+            hidden = self.family.call(self.layers[index], index, hidden, context, cache=cache)
         if rows is not None:
-            hidden = self.layout.call_at(self.layers[last], last, hidden, context, rows)
+            hidden = self.family.call_at(self.layers[last], last, hidden, context, rows)
         return hidden
 
     def check_layer(self, layer: int) -> None:
@@ -177,9 +177,9 @@ class InjectionEngine(nn.Module):
                 with torch.no_grad():
                     word = self.word_embeddings(input_ids)
                 inputs_embeds = embed_fn(word, input_ids, positions)
-            embeddings = self.layout.embed(self.base, input_ids, positions, token_type_ids, inputs_embeds)
+            embeddings = self.family.embed(self.base, input_ids, positions, token_type_ids, inputs_embeds)
             hidden = self.run_layers(embeddings, attention_mask, positions, 0, layer, cache=cache)
-        return LowerStates(input_ids, attention_mask, embeddings, hidden, _word=word, _encoder=self)
+        return LowerStates(input_ids, attention_mask, embeddings, hidden, _word=word, _engine=self)
 
     def prompt_position_ids(self, t: int, like: torch.Tensor) -> torch.Tensor:
         if self.prompt_positions == "zero":
@@ -212,7 +212,7 @@ class InjectionEngine(nn.Module):
             hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers, rows + t, cache)
         else:
             hidden = self.run_layers(hidden, attention_mask, positions, layer, self.num_layers, cache=cache)[:, t:]
-        norm = self.layout.final_norm(self.base)
+        norm = self.family.final_norm(self.base)
         return norm(hidden) if norm is not None else hidden
 
     def decode_step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int,
@@ -223,12 +223,12 @@ class InjectionEngine(nn.Module):
         the new ones included; they take the next real positions. Returns their final states (B, s, n)."""
         positions = real_positions(attention_mask)[:, -input_ids.shape[1]:]
         inputs_embeds = None if embed_fn is None else embed_fn(self.word_embeddings(input_ids), input_ids, positions)
-        hidden = self.layout.embed(self.base, input_ids, positions, inputs_embeds=inputs_embeds)
+        hidden = self.family.embed(self.base, input_ids, positions, inputs_embeds=inputs_embeds)
         hidden = self.run_layers(hidden, attention_mask, positions, 0, layer, cache=cache)
         upper_mask = attention_mask if prompt_mask is None else torch.cat(
             [prompt_mask.to(attention_mask.dtype), attention_mask], dim=1)
         hidden = self.run_layers(hidden, upper_mask, positions, layer, self.num_layers, cache=cache)
-        norm = self.layout.final_norm(self.base)
+        norm = self.family.final_norm(self.base)
         return norm(hidden) if norm is not None else hidden
 
     def forward(
@@ -248,6 +248,3 @@ class InjectionEngine(nn.Module):
         prompt = prompt_fn(states) if prompt_fn is not None else None
         return self.upper(states.hidden, attention_mask, layer, prompt)
 
-
-# The name the encoder-only versions used; every family goes through the same engine now.
-PromptInjectedEncoder = InjectionEngine

@@ -1,4 +1,5 @@
-"""A prompt method, the shared injection encoder and a head, composed into one nn.Module."""
+"""A prompt method, the shared injection engine and a head, composed into one nn.Module; and the one path
+that loads a run's model (the runner, `idspam.load_adapter` and the parameter counts all use it)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,19 @@ from torch import nn
 
 from .backbone import Backbone, count_parameters
 from .config import RunConfig
-from .data import label_word_ids
 from .errors import UserError
-from .heads import ClassificationHead, VerbalizerHead
+from .heads import HEADS
 from .injection import InjectionEngine, LowerStates
-from .methods import build_method
-from .tasks import TaskSpec, mlm_verbalizer
+from .tasks import TaskSpec
 
 
 class PromptModel(nn.Module):
-    """logits = head(encoder(input, prompt = method(lower states), injected before `layer`))."""
+    """logits = head(engine(input, prompt = method(lower states), injected before `layer`))."""
 
-    def __init__(self, encoder: InjectionEngine, method: nn.Module, head: nn.Module, layer: int,
+    def __init__(self, engine: InjectionEngine, method: nn.Module, head: nn.Module, layer: int,
                  backbone_mode: str = "eval", prune_last_layer: bool = False):
         super().__init__()
-        self.encoder, self.method, self.head = encoder, method, head
+        self.engine, self.method, self.head = engine, method, head
         self.layer, self.backbone_mode = layer, backbone_mode
         self.prune_last_layer = prune_last_layer
         self.lower_cache = None  # a LowerCache when cache_lower=true (training batches carry "index")
@@ -34,8 +33,8 @@ class PromptModel(nn.Module):
         """The frozen backbone keeps the mode the config states, whatever mode the rest is in; backbone
         modules a method trains (fine-tuning, LoRA) follow `mode`."""
         super().train(mode)
-        self.encoder.train(mode and self.backbone_mode == "train")
-        for module in self.method.backbone_modules(self.encoder):
+        self.engine.train(mode and self.backbone_mode == "train")
+        for module in self.method.backbone_modules(self.engine):
             module.train(mode)
         return self
 
@@ -46,8 +45,8 @@ class PromptModel(nn.Module):
         cache, index = self.cache_for(batch, split)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if cache is not None and cache.has(index):
-            return cache.get(index, ids, mask, self.encoder, next(self.encoder.parameters()).dtype)
-        states = self.encoder.lower(ids, mask, self.layer, batch.get("token_type_ids"), grad=self.method.grad_below,
+            return cache.get(index, ids, mask, self.engine, next(self.engine.parameters()).dtype)
+        states = self.engine.lower(ids, mask, self.layer, batch.get("token_type_ids"), grad=self.method.grad_below,
                                     embed_fn=self.method.input_embeds)
         if cache is not None:
             cache.put(index, states)
@@ -56,7 +55,7 @@ class PromptModel(nn.Module):
     def cache_for(self, batch: dict, split: str | None):
         """(cache, row numbers) for the batch, or (None, None): training batches (`index`, no split) use
         `lower_cache`, evaluation batches (`row`) the cache of their split. Never while the backbone trains."""
-        if self.encoder.training:
+        if self.engine.training:
             return None, None
         if split is None:
             return (self.lower_cache, batch["index"]) if "index" in batch else (None, None)
@@ -70,7 +69,7 @@ class PromptModel(nn.Module):
         evaluation split the batch comes from (None: training)."""
         states = self.lower_states(batch, split)
         prompt = self.method(in_float32(prompt_source(states, batch)))
-        return self.encoder.upper(states.hidden, batch["attention_mask"], self.layer, prompt, rows=rows)
+        return self.engine.upper(states.hidden, batch["attention_mask"], self.layer, prompt, rows=rows)
 
     def forward(self, batch: dict[str, torch.Tensor], split: str | None = None) -> torch.Tensor:
         if not (self.prune_last_layer and hasattr(self.head, "positions")):
@@ -92,6 +91,8 @@ class PromptModel(nn.Module):
     def load_trained_state(self, state: dict[str, torch.Tensor], source: str) -> None:
         """Load `trained_state_dict()` output; refuse (naming `source`) anything that does not fit."""
         params = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        # files written before the engine was named so (idspam 0.1: `encoder.base...`) still load
+        state = {("engine." + k.removeprefix("encoder.")) if k.startswith("encoder.") else k: v for k, v in state.items()}
         missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
         if missing or unexpected:
             raise UserError(f"{source} does not fit this model: it lacks {missing[:3]} and has extra {unexpected[:3]} "
@@ -137,32 +138,85 @@ def in_float32(states: LowerStates) -> LowerStates:
         return states
     word = states._word
     return LowerStates(states.input_ids, states.attention_mask, states.embeddings.float(), states.hidden.float(),
-                       _word=word.float() if word is not None else None, _encoder=states._encoder,
+                       _word=word.float() if word is not None else None, _engine=states._engine,
                        _dtype=torch.float32)
 
 
 def build_model(run: RunConfig, spec: TaskSpec, backbone: Backbone, tokenizer) -> PromptModel:
-    encoder = InjectionEngine(backbone.base, run.model.prompt_positions)
-    n = encoder.hidden_size
-    method = build_method(run.method, n)
-    method.attach(encoder)
-    read_at = "last" if encoder.causal else "first"
-    if run.head.type == "generate":
-        from .data import eos_token_id
-        from .heads import GenerateHead, generation_kwargs
+    """The run's model on a loaded backbone: the engine, the method (attached to it) and the head."""
+    engine = InjectionEngine(backbone.base, run.model.prompt_positions)
+    method = run.method.build(engine.hidden_size)
+    method.attach(engine)
+    head = HEADS[run.head.type].build(run, spec, backbone, tokenizer, engine)
+    return PromptModel(engine, method, head, run.layer, run.model.backbone_mode, run.model.prune_last_layer)
 
-        eos = eos_token_id(tokenizer, run.head.eos_token)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        head = GenerateHead(backbone.lm_head, generation_kwargs(run.head, eos, pad), tokenizer,
-                            softcap=getattr(backbone.config, "final_logit_softcapping", None))
-    elif run.head.type in ("mlm", "lm"):
-        words = mlm_verbalizer(spec, run.task)[1]
-        ids = label_word_ids(tokenizer, words)
-        if encoder.causal:
-            head = VerbalizerHead(backbone.lm_head, ids, "last",
-                                  softcap=getattr(backbone.config, "final_logit_softcapping", None))
-        else:
-            head = VerbalizerHead(backbone.lm_head, ids, "mask", tokenizer.mask_token_id)
-    else:
-        head = ClassificationHead(n, spec.num_labels, run.head.dropout, run.head.dense, read_at)
-    return PromptModel(encoder, method, head, run.layer, run.model.backbone_mode, run.model.prune_last_layer)
+
+def load_parts(run: RunConfig):
+    """(backbone config, tokenizer) of a run, before any weights load: the config fitted to the tokenizer
+    (a random-weight decoder with a stand-in tokenizer takes its vocabulary), the checks that need the config."""
+    from . import backbone as bb
+    config = bb.load_config(run.model)
+    check_backbone_fits(run, config)
+    tokenizer = bb.load_tokenizer(run.model, config)
+    bb.fit_config_to_tokenizer(config, run.model, tokenizer)
+    if HEADS[run.head.type].verbalizer:  # every label word one token
+        from .tasks import mlm_verbalizer
+        from .text import label_word_ids
+
+        label_word_ids(tokenizer, mlm_verbalizer(run.spec, run.task)[1])
+    return config, tokenizer
+
+
+def load_model(run: RunConfig, config, tokenizer) -> tuple[PromptModel, Backbone]:
+    """The run's model with its backbone's weights (pretrained, or random from `run.seed`: a random-weight
+    backbone is rebuilt exactly as in training)."""
+    from .backbone import load_backbone
+
+    torch.manual_seed(run.seed)
+    backbone = load_backbone(run.model, config, with_lm_head=HEADS[run.head.type].lm_head)
+    return build_model(run, run.spec, backbone, tokenizer), backbone
+
+
+def count_on_meta(model_cfg, method_cfg, head_cfg, spec: TaskSpec) -> dict:
+    """`PromptModel.parameter_counts()` of the model a run builds, on the architecture with random weights on
+    the meta device (no download, no memory)."""
+    from dataclasses import replace
+
+    from .backbone import load_backbone, load_config
+    from .heads import ClassificationHead
+
+    model_cfg = replace(model_cfg, pretrained=False)
+    config = load_config(model_cfg)
+    with torch.device("meta"):
+        engine = InjectionEngine(load_backbone(model_cfg, config).base)
+        method = method_cfg.build(engine.hidden_size)
+        method.attach(engine)
+        head = (ClassificationHead(engine.hidden_size, spec.num_labels, head_cfg.dropout, head_cfg.dense)
+                if HEADS[head_cfg.type].trains else nn.Identity())
+        return PromptModel(engine, method, head, 0).parameter_counts()
+
+
+def check_layer(layer: int, num_layers: int, model_name: str) -> None:
+    if not 0 <= layer <= num_layers - 1:
+        raise UserError(
+            f"layer={layer} is out of range for model {model_name!r} with {num_layers} layers; "
+            f"valid: 0..{num_layers - 1} (0 = prepend to the embedding output)"
+        )
+
+
+def check_backbone_fits(run: RunConfig, config) -> None:
+    """Checks that need the backbone's config (not its weights): layer range, the method's hidden size, input
+    length, head family."""
+    from .backbone import is_decoder, max_positions
+
+    check_layer(run.layer, config.num_hidden_layers, run.model.name)
+    run.method.check_hidden(config.hidden_size)
+    limit = max_positions(config)
+    if limit and run.task.max_length > limit:
+        raise UserError(f"task.max_length={run.task.max_length} is beyond the {limit} positions of model "
+                        f"{run.model.name!r}; valid: 8..{limit}")
+    HEADS[run.head.type].check_family(is_decoder(config), run.model.name)
+    if HEADS[run.head.type].generative and limit and run.task.max_length + run.task.max_target_length > limit:
+        raise UserError(f"task.max_length={run.task.max_length} + task.max_target_length="
+                        f"{run.task.max_target_length} is beyond the {limit} positions of model {run.model.name!r}: "
+                        "the input and its target must fit together")

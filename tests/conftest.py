@@ -21,14 +21,11 @@ def _cache_dir(tmp_path_factory):
 @pytest.fixture
 def compose_cfg(tmp_path):
     """Compose the run config as `python -m idspam.run <overrides>` would, writing under tmp_path."""
-    from hydra import compose, initialize_config_dir
-
-    from idspam.run import CONF_DIR
+    from idspam.runner.compose import compose
 
     def _compose(*overrides: str):
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            own = any(o.startswith("paths.output_dir=") for o in overrides)
-            return compose("config", overrides=[*overrides, *([] if own else [f"paths.output_dir={tmp_path}"])])
+        own = any(o.startswith("paths.output_dir=") for o in overrides)
+        return compose([*overrides, *([] if own else [f"paths.output_dir={tmp_path}"])])
 
     return _compose
 

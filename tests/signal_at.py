@@ -34,7 +34,7 @@ def main() -> None:
         import time
         from pathlib import Path
 
-        from idspam.results import ResultsWriter
+        from idspam.runner.results import ResultsWriter
 
         original_step = ResultsWriter.on_train_batch_start
 
@@ -45,7 +45,7 @@ def main() -> None:
 
         ResultsWriter.on_train_batch_start = paced
     elif where == "setup":
-        from idspam.data import TaskDataModule
+        from idspam.runner.data import TaskDataModule
 
         setup = TaskDataModule.setup
 
@@ -55,7 +55,7 @@ def main() -> None:
 
         TaskDataModule.setup = setup_then_signal
     else:
-        from idspam.results import ResultsWriter
+        from idspam.runner.results import ResultsWriter
 
         hook = "on_train_batch_start" if where == "step" else "on_validation_batch_start"
         seen = {"n": 0}
@@ -71,7 +71,7 @@ def main() -> None:
 
         original = getattr(ResultsWriter, hook, L.Callback.on_train_batch_start)
         setattr(ResultsWriter, hook, at)
-    from idspam.run import main as run_main
+    from idspam.runner.app import main as run_main
 
     run_main()
 

@@ -23,10 +23,12 @@ def prepare(folder: Path, overrides: list[str]) -> None:
     from hydra.types import HydraContext, RunMode
     from submitit.core.utils import DelayedSubmission
 
-    import idspam.run as run
+    from idspam.runner import app
+    from idspam.runner.compose import CONFIG_PATH, register
 
     GlobalHydra.instance().clear()
-    hydra = Hydra.create_main_hydra2(task_name="run", config_search_path=create_config_search_path(str(run.CONF_DIR)))
+    register()
+    hydra = Hydra.create_main_hydra2(task_name="run", config_search_path=create_config_search_path(CONFIG_PATH))
     sweep_overrides = [o for o in overrides if not o.startswith("hydra")]
     # as `python -m idspam.run -m ... hydra/launcher=slurm` composes it (`-m` adds hydra.mode=MULTIRUN)
     cfg = hydra.compose_config("config", [*overrides, "hydra/launcher=slurm", "hydra.mode=MULTIRUN"],
@@ -36,7 +38,7 @@ def prepare(folder: Path, overrides: list[str]) -> None:
     from hydra._internal.callbacks import Callbacks
 
     context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(cfg))
-    launcher = Plugins.instance().instantiate_launcher(hydra_context=context, task_function=run.hydra_main.__wrapped__,
+    launcher = Plugins.instance().instantiate_launcher(hydra_context=context, task_function=app.job,
                                                        config=cfg)
     delayed = DelayedSubmission(launcher, sweep_overrides, "hydra.sweep.dir", 0, "job_id_for_0", Singleton.get_state())
     delayed.set_timeout(cfg.hydra.launcher.timeout_min, cfg.hydra.launcher.max_num_timeout)
@@ -47,7 +49,7 @@ def prepare(folder: Path, overrides: list[str]) -> None:
 def run_job(folder: Path, signal_at: list[str]) -> None:
     if signal_at:
         signum, n = getattr(signal, f"SIG{signal_at[0]}"), int(signal_at[1])
-        from idspam.results import ResultsWriter
+        from idspam.runner.results import ResultsWriter
 
         original, fired = ResultsWriter.on_train_batch_start, []
 

@@ -13,14 +13,20 @@ TOOLS = ["report", "predict", "bench", "params", "protocol"]
 POSITIONAL = {"report": ["some/sweep"], "predict": ["some/adapter"], "bench": [], "params": [], "protocol": ["some/sweep"]}
 
 
+def tool_module(tool: str):
+    from idspam.tools.cli import TOOLS as TABLE
+
+    return importlib.import_module(TABLE[tool][0])
+
+
 def options_of(tool: str) -> list[str]:
-    parser = importlib.import_module(f"idspam.{tool}").build_parser()
+    parser = tool_module(tool).build_parser()
     return [s for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings if s.startswith("--")]
 
 
 @pytest.mark.parametrize("tool", TOOLS)
 def test_help_names_every_option_and_exits_0(tool, capsys):
-    main = importlib.import_module(f"idspam.{tool}").main
+    main = tool_module(tool).main
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     out = capsys.readouterr().out
@@ -31,7 +37,7 @@ def test_help_names_every_option_and_exits_0(tool, capsys):
 
 @pytest.mark.parametrize("tool", TOOLS)
 def test_unknown_option_is_one_line_and_exit_2(tool, capsys):
-    main = importlib.import_module(f"idspam.{tool}").main
+    main = tool_module(tool).main
     with pytest.raises(SystemExit) as e:
         main([*POSITIONAL[tool], "--colour", "red"])
     err = capsys.readouterr().err
@@ -40,7 +46,7 @@ def test_unknown_option_is_one_line_and_exit_2(tool, capsys):
 
 
 def test_bad_value_is_one_line_too(capsys):
-    from idspam.bench import main
+    from idspam.tools.bench.main import main
 
     with pytest.raises(SystemExit) as e:
         main(["--batch", "zero"])

@@ -10,17 +10,13 @@ from hydra.utils import instantiate
 
 from idspam import tasks
 from idspam.backbone import load_config
-from idspam.config import validate
 from idspam.errors import UserError
-from idspam.run import CONF_DIR, check_group_choices
+from idspam.runner.checks import validate
+from idspam.runner.compose import check_group_choices, choices, groups
 
 from .conftest import GLUE_DIR
 
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
-
-
-def choices(group):
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+GROUPS = groups()
 
 
 def test_config_groups_are_the_documented_ones():
@@ -138,7 +134,7 @@ def test_cfg_job_prints_the_composed_config():
 def test_unreachable_hub_fails_fast_with_how_to_work_offline(monkeypatch, compose_cfg):
     import time
 
-    from idspam.run import train
+    from idspam.runner.train import train
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: the probe fails at once
@@ -151,7 +147,7 @@ def test_unreachable_hub_fails_fast_with_how_to_work_offline(monkeypatch, compos
 
 
 def test_unreachable_hub_data_points_to_data_dir(compose_cfg, monkeypatch):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     monkeypatch.setattr("idspam.tasks.offline_mode", lambda: False)  # online, so no cache-only attempt
     monkeypatch.setattr("idspam.hub.offline_mode", lambda: False)

@@ -7,8 +7,9 @@ import pytest
 
 from idspam import tasks
 from idspam.config import TaskConfig
-from idspam.data import Collate, Tokenize, label_word_ids, tokenized_split
 from idspam.errors import UserError
+from idspam.runner.data import tokenized_split
+from idspam.text import Collate, Tokenize, label_word_ids
 
 from .conftest import GLUE_DIR, needs_glue
 
@@ -111,13 +112,13 @@ def test_collate_pads_to_the_longest_in_the_batch():
 
 
 def test_tokenisation_is_cached_and_keyed(compose_cfg, tiny_backbone, monkeypatch, tmp_path):
-    from idspam.config import validate
+    from idspam.runner.checks import validate
 
     _, tok = tiny_backbone
     run = validate(compose_cfg("model=tiny", f"cache_dir={tmp_path / 'cache'}"))
     spec = tasks.get_spec(run.task)
     first = tokenized_split(run, spec, "validation", Tokenize(tok, 64))
-    monkeypatch.setattr("idspam.data.load_split", lambda *a: pytest.fail("cache miss: data read again"))
+    monkeypatch.setattr("idspam.runner.data.load_split", lambda *a: pytest.fail("cache miss: data read again"))
     again = tokenized_split(run, spec, "validation", Tokenize(tok, 64))
     assert again["input_ids"] == first["input_ids"]
     with pytest.raises(pytest.fail.Exception):  # another max_length is another cache entry

@@ -29,7 +29,7 @@ def dev_texts():
                          + [("tiny_llama", m) for m in ("idspam", "lpt", "lora")] + [("tiny_qwen2", "idspam")])
 def test_every_method_trains_on_a_decoder_and_its_adapter_reloads(compose_cfg, tmp_path, model, method):
     from idspam.api import load_adapter
-    from idspam.run import train
+    from idspam.runner.train import train
 
     side = "left" if model == "tiny_llama" else "right"
     results = train(compose_cfg(f"model={model}", f"method={method}", f"model.padding_side={side}", *FAST))
@@ -42,7 +42,7 @@ def test_every_method_trains_on_a_decoder_and_its_adapter_reloads(compose_cfg, t
     accuracy = sum(p["prediction"] == predictor.label_names[y] for p, y in zip(predictions, labels, strict=True))
     assert accuracy / len(labels) == pytest.approx(results["best"]["value"], abs=1e-6)  # a float32 metric
     # the reloaded model carries exactly the tensors of the best checkpoint
-    from idspam.checkpoints import load_checkpoint
+    from idspam.runner.checkpoints import load_checkpoint
 
     best = {k.removeprefix("model."): v for k, v in load_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
             ["state_dict"].items()}
@@ -55,7 +55,7 @@ def test_every_method_trains_on_a_decoder_and_its_adapter_reloads(compose_cfg, t
 
 
 def test_lm_head_on_a_decoder_trains_only_the_generator(compose_cfg):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     results = train(compose_cfg("model=tiny_gpt2", "head=lm", "model.padding_side=left", *FAST))
     assert results["status"] == "finished" and results["parameters"]["head"] == 0
@@ -115,13 +115,12 @@ def test_only_method_and_head_receive_gradients_on_a_decoder():
     (["model=tiny_llama", "model.padding_side=middle"], r"unknown model.padding_side 'middle'; valid: right, left"),
 ])
 def test_bad_decoder_input_is_one_line_before_any_weights(compose_cfg, overrides, message, monkeypatch):
-    import idspam.run as run_module
-    from idspam.run import train
+    from idspam.runner.train import train
 
     def no_weights(*a, **k):
         raise AssertionError("weights were loaded before the check")
 
-    monkeypatch.setattr(run_module, "load_backbone", no_weights)
+    monkeypatch.setattr("idspam.backbone.load_backbone", no_weights)
     with pytest.raises(UserError, match=message):
         train(compose_cfg(*overrides, *FAST))
 
@@ -130,8 +129,8 @@ def test_bad_decoder_input_is_one_line_before_any_weights(compose_cfg, overrides
 def test_bfloat16_backbone_keeps_trained_parameters_in_float32(compose_cfg, method):
     """model.dtype=bfloat16: the frozen weights in bfloat16, what trains (method, LoRA matrices, head) float32."""
     from idspam.backbone import load_backbone, load_config, load_tokenizer
-    from idspam.config import validate
     from idspam.model import build_model
+    from idspam.runner.checks import validate
     from idspam.tasks import get_spec
 
     run = validate(compose_cfg("model=tiny_llama", f"method={method}", "model.dtype=bfloat16"))
@@ -158,10 +157,10 @@ def test_bfloat16_backbone_keeps_trained_parameters_in_float32(compose_cfg, meth
 ])
 def test_last_layer_pruning_gives_the_unpruned_logits_for_every_method(compose_cfg, model, head, side, methods):
     from idspam.backbone import fit_config_to_tokenizer, load_backbone, load_config, load_tokenizer
-    from idspam.config import validate
-    from idspam.data import Tokenize
     from idspam.model import build_model
+    from idspam.runner.checks import validate
     from idspam.tasks import get_spec, mlm_verbalizer
+    from idspam.text import Tokenize
 
     texts = [("a fine film",), ("a much longer and rather dull film, with padding after it",)]
     for method in methods:
@@ -172,7 +171,7 @@ def test_last_layer_pruning_gives_the_unpruned_logits_for_every_method(compose_c
         tokenizer = load_tokenizer(run.model, config)
         fit_config_to_tokenizer(config, run.model, tokenizer)
         torch.manual_seed(0)
-        net = build_model(run, spec, load_backbone(run.model, config, with_mlm_head=head != "cls"), tokenizer).eval()
+        net = build_model(run, spec, load_backbone(run.model, config, with_lm_head=head != "cls"), tokenizer).eval()
         template = mlm_verbalizer(spec, run.task)[0] if head != "cls" else None
         ids = Tokenize(tokenizer, 64, template, token_types=False, decoder=head == "lm")(texts)["input_ids"]
         batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
@@ -187,8 +186,8 @@ def test_last_layer_pruning_gives_the_unpruned_logits_for_every_method(compose_c
 def test_cache_lower_and_length_grouping_on_a_decoder_change_no_result(compose_cfg, tmp_path):
     """Left-padded Llama, batches grouped by length, two epochs: with the lower stack cached (epoch 2 reads
     it) the dev metrics and the final trained tensors are those of the uncached run."""
-    from idspam.checkpoints import load_checkpoint
-    from idspam.run import train
+    from idspam.runner.checkpoints import load_checkpoint
+    from idspam.runner.train import train
 
     common = ["model=tiny_llama", "model.padding_side=left", "data.group_by_length=true", "trainer.max_epochs=2",
               "task.max_train_samples=32", "logger=none", "data.batch_size=8"]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from idspam.report import sweep_jobs
+from idspam.tools.report import sweep_jobs
 
 from .test_run import run_cli
 
@@ -35,12 +35,9 @@ EXPERIMENTS = {
 
 
 def compose_with_hydra(*overrides):
-    from hydra import compose, initialize_config_dir
+    from idspam.runner.compose import compose
 
-    from idspam.run import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
+    return compose(list(overrides), return_hydra_config=True)
 
 
 def jobs_of(experiment: str) -> list[list[str]]:
@@ -49,9 +46,9 @@ def jobs_of(experiment: str) -> list[list[str]]:
 
 
 def test_every_experiment_config_exists():
-    from idspam.run import CONF_DIR
+    from idspam.runner.compose import choices
 
-    assert set(EXPERIMENTS) <= {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
+    assert set(EXPERIMENTS) <= set(choices("experiment"))
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
@@ -66,7 +63,7 @@ def test_experiment_expands_to_its_jobs(experiment):
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_first_and_last_job_of_each_experiment_are_valid_runs(experiment, compose_cfg):
     """The jobs compose and pass every check that needs no weights (layer range, transfer pairs, options)."""
-    from idspam.config import validate
+    from idspam.runner.checks import validate
 
     jobs = jobs_of(experiment)
     for job in (jobs[0], jobs[-1]):
@@ -96,9 +93,9 @@ def test_transfer_pairs_set_the_training_and_evaluation_tasks():
 def test_protocol_stages_read_the_tuned_learning_rates_and_carve_the_same_heldout_split():
     from omegaconf import OmegaConf
 
-    from idspam.run import CONF_DIR
+    from idspam.runner.compose import conf_dir
 
-    tuned = OmegaConf.load(CONF_DIR / "tuned" / "protocol_sst2.yaml").tuned_lr
+    tuned = OmegaConf.load(conf_dir() / "tuned" / "protocol_sst2.yaml").tuned_lr
     for method in ("idspam", "lpt", "prompt_tuning", "lora", "idspam_meanpool"):
         cfg = compose_with_hydra("experiment=protocol_main", f"method={method}")
         assert cfg.method.lr == tuned[method] and cfg.task.heldout_samples == 300 and cfg.task.heldout_seed == 0
@@ -118,8 +115,8 @@ def test_cpu_repro_evaluates_sst2_on_imdb_only():
 
 
 def test_source_task_is_checked_before_anything_trains(compose_cfg):
-    from idspam.config import validate
     from idspam.errors import UserError
+    from idspam.runner.checks import validate
 
     with pytest.raises(UserError, match="source_task=rte: task 'sst2' has labels"):
         validate(compose_cfg("task=sst2", "task@source_task=rte"))
@@ -178,7 +175,7 @@ FAST = ["model=tiny", "trainer.max_epochs=1", "task.max_train_samples=64", "task
 def test_count_only_multirun_writes_the_parameter_counts(tmp_path):
     """`experiment=params` really runs: every job writes its counts (meta device, seconds), the report
     puts the paper's Table 12 beside them."""
-    from idspam.report import report
+    from idspam.tools.report import report
 
     sweep = tmp_path / "params" / "t"
     run_cli("-m", "experiment=params", "method=idspam,lpt,lora", f"hydra.sweep.dir={sweep}")

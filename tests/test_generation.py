@@ -51,7 +51,7 @@ def test_without_a_prompt_generation_is_the_plain_models(model_type, attn, side)
 
 def recompute_greedy(model: PromptModel, ids, mask, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every step from scratch: the prompt written from the input alone, the whole sequence run again."""
-    engine, m = model.encoder, model.layer
+    engine, m = model.engine, model.layer
     ids, mask = left_padded(ids, mask)
     with torch.no_grad():
         prompt = model.method(engine.lower(ids, mask, m))

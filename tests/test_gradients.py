@@ -5,14 +5,14 @@ import torch
 
 from idspam.config import HeadConfig
 from idspam.heads import ClassificationHead
-from idspam.injection import PromptInjectedEncoder
+from idspam.injection import InjectionEngine
 from idspam.methods.idspam import IDSPAMConfig, IDSPAMGenerator
 from idspam.model import PromptModel
 
 
 def make_model(backbone, layer, mode="eval"):
     torch.manual_seed(0)
-    enc = PromptInjectedEncoder(backbone.base)
+    enc = InjectionEngine(backbone.base)
     head = HeadConfig()
     return PromptModel(enc, IDSPAMGenerator(IDSPAMConfig(prompt_length=4, bottleneck=8), enc.hidden_size),
                        ClassificationHead(enc.hidden_size, 2, head.dropout), layer, mode)
@@ -27,7 +27,7 @@ def batch_of(tokenizer):
 def test_one_step_changes_only_generator_and_head(tiny_backbone, layer):
     backbone, tokenizer = tiny_backbone
     model = make_model(backbone, layer).train()
-    frozen = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    frozen = {k: v.clone() for k, v in model.engine.state_dict().items()}
     trainable = {k: v.clone() for k, v in model.named_parameters() if v.requires_grad}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = batch_of(tokenizer)
@@ -38,7 +38,7 @@ def test_one_step_changes_only_generator_and_head(tiny_backbone, layer):
     assert all(k.startswith(("method.", "head.")) for k in with_grad)
     assert all(p.grad.abs().sum() > 0 for k, p in model.named_parameters() if k.startswith("method."))
     opt.step()
-    for k, v in model.encoder.state_dict().items():
+    for k, v in model.engine.state_dict().items():
         assert torch.equal(v, frozen[k]), f"backbone tensor {k} changed"
     assert all(not torch.equal(p, trainable[k]) for k, p in model.named_parameters() if p.requires_grad)
 
@@ -48,8 +48,8 @@ def test_no_graph_below_the_injection_layer(tiny_backbone, layer):
     backbone, tokenizer = tiny_backbone
     model = make_model(backbone, layer).train()
     outputs = {}
-    hooks = [model.encoder.base.embeddings.register_forward_hook(lambda m, a, o: outputs.__setitem__(-1, o))]
-    for i, block in enumerate(model.encoder.layers):
+    hooks = [model.engine.base.embeddings.register_forward_hook(lambda m, a, o: outputs.__setitem__(-1, o))]
+    for i, block in enumerate(model.engine.layers):
         hooks.append(block.register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o)))
     try:
         model(batch_of(tokenizer))
@@ -68,9 +68,9 @@ def test_backbone_mode_is_fixed_by_config(tiny_backbone):
     backbone, _ = tiny_backbone
     model = make_model(backbone, 2, mode="eval").train()
     assert model.method.training and model.head.training
-    assert not any(m.training for m in model.encoder.modules())
+    assert not any(m.training for m in model.engine.modules())
     model = make_model(backbone, 2, mode="train").train()
-    assert all(m.training for m in model.encoder.modules())
+    assert all(m.training for m in model.engine.modules())
     model.eval()
     assert not any(m.training for m in model.modules())
-    assert all(not p.requires_grad for p in model.encoder.parameters())
+    assert all(not p.requires_grad for p in model.engine.parameters())

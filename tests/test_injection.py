@@ -6,7 +6,7 @@ import torch
 
 from idspam.backbone import load_backbone, load_config
 from idspam.config import ModelConfig
-from idspam.injection import PromptInjectedEncoder
+from idspam.injection import InjectionEngine
 
 SENTENCES = [("A short one.",), ("A considerably longer sentence, so that the batch has padding in it.",)]
 
@@ -29,7 +29,7 @@ def encoder_batch(request):
     base = load_backbone(cfg, load_config(cfg)).base.eval()
     tok = load_tokenizer(ModelConfig(tokenizer=None))  # packaged MiniLM vocabulary fits both
     batch = tok([s for (s,) in SENTENCES], padding=True, return_tensors="pt")
-    return base, PromptInjectedEncoder(base), batch
+    return base, InjectionEngine(base), batch
 
 
 def layers_to_check(n):

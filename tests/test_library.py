@@ -144,14 +144,14 @@ def test_peft_path_and_runner_path_agree(minilm_path, tokenizer):
     from peft import get_peft_model
     from transformers import AutoModel
 
-    from idspam.injection import PromptInjectedEncoder
+    from idspam.injection import InjectionEngine
     from idspam.methods import build_method, method_config
     from idspam.model import PromptModel
 
     torch.manual_seed(0)
     peft_model = get_peft_model(AutoModel.from_pretrained(minilm_path), idspam.IDSPAMConfig(layer=3, bottleneck=8))
     peft_model.eval()
-    engine = PromptInjectedEncoder(AutoModel.from_pretrained(minilm_path))
+    engine = InjectionEngine(AutoModel.from_pretrained(minilm_path))
     method = build_method(method_config({"name": "idspam", "bottleneck": 8}), engine.hidden_size)
     prompt = peft_model.base_model.model.idspam_injection.idspam_prompt["default"]
     method.load_state_dict(prompt.state_dict())
@@ -177,7 +177,7 @@ def test_config_errors_are_one_line(minilm_path):
 def test_another_peft_minor_version_is_refused_in_one_line(monkeypatch):
     import peft
 
-    from idspam.peft_tuner import check_peft_version
+    from idspam.tuner import check_peft_version
 
     monkeypatch.setattr(peft, "__version__", "0.22.0")
     with pytest.raises(UserError) as e:
@@ -187,7 +187,7 @@ def test_another_peft_minor_version_is_refused_in_one_line(monkeypatch):
 
 def train_capturing_the_model(cfg):
     """idspam.run.train(cfg), and the model the run exported its adapter from (its best epoch)."""
-    import idspam.run as run_module
+    import idspam.runner.train as run_module
 
     captured = {}
     original = run_module.export_adapter
@@ -213,13 +213,11 @@ def same_logits_as_the_run(predictor, run_model, texts):
 @pytest.fixture(scope="module")
 def run_adapter(tmp_path_factory):
     """One short idspam-run on the packaged MiniLM and the demo data (its adapter, its results)."""
-    from hydra import compose, initialize_config_dir
-
-    from idspam.run import CONF_DIR
+    from idspam.runner.compose import compose
 
     out = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["trainer.max_epochs=1", "logger=none", "task.max_train_samples=64",
+    if True:
+        cfg = compose(["trainer.max_epochs=1", "logger=none", "task.max_train_samples=64",
                                            "method.prompt_length=4", "method.bottleneck=16",
                                            f"paths.output_dir={out}"])
     results, model = train_capturing_the_model(cfg)

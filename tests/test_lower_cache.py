@@ -1,5 +1,5 @@
 """The compact lower-stack cache: exact results, bfloat16 within tolerance, crash safety, sharing,
-the disk fallback of a run and `python -m idspam.cache`."""
+the disk fallback of a run and `python -m idspam cache`."""
 
 import json
 import subprocess
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from idspam.lower_cache import LowerCache, reads_embedding_output
+from idspam.runner.lower_cache import LowerCache
 
 from .test_methods import batch_of, build
 
@@ -21,7 +21,7 @@ FAST = ["model=tiny", "trainer.max_epochs=2", "task.max_train_samples=64", "task
 def make_cache(model, batch, **options) -> LowerCache:
     lengths = torch.zeros(int(batch["index"].max()) + 1, dtype=torch.long)
     lengths[batch["index"]] = batch["attention_mask"].sum(1)
-    store = model.layer > 0 and reads_embedding_output(model.method.cfg)
+    store = model.layer > 0 and model.method.cfg.reads_embedding_output
     return LowerCache(lengths.tolist(), N, embeddings_are_hidden=model.layer == 0, store_embeddings=store, **options)
 
 
@@ -61,7 +61,7 @@ def test_float32_cache_gives_bit_identical_logits_and_gradients(name, layer, opt
         model.lower_cache = make_cache(model, batch, folder=tmp_path / "c")
         assert model.lower_cache.has(batch["index"])
     calls = []
-    model.encoder.lower = lambda *a, **k: calls.append(1)  # a cached step must not run the lower stack
+    model.engine.lower = lambda *a, **k: calls.append(1)  # a cached step must not run the lower stack
     logits, grads = step(model, batch)
     assert not calls
     assert torch.equal(logits, expected[0])
@@ -98,7 +98,7 @@ def test_float32_cache_is_bit_identical_on_decoders(model_type, side, name, tmp_
     cached = model()
     lengths = torch.zeros(3, dtype=torch.long)
     lengths[batch["index"]] = mask.sum(1)
-    cached.lower_cache = LowerCache(lengths.tolist(), cached.encoder.hidden_size, folder=tmp_path / "c")
+    cached.lower_cache = LowerCache(lengths.tolist(), cached.engine.hidden_size, folder=tmp_path / "c")
     cached(batch)
     assert cached.lower_cache.has(batch["index"])
     logits, grads = step(cached, batch)
@@ -117,7 +117,7 @@ def test_only_what_the_method_reads_is_stored(tiny_backbone):
     cache = make_cache(word, batch)
     word.lower_cache = cache
     word(batch)
-    states = cache.get(batch["index"], batch["input_ids"], batch["attention_mask"], word.encoder, torch.float32)
+    states = cache.get(batch["index"], batch["input_ids"], batch["attention_mask"], word.engine, torch.float32)
     with pytest.raises(RuntimeError, match="does not hold the embedding output"):
         _ = states.embeddings
     real = int(batch["attention_mask"].sum())
@@ -148,7 +148,7 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     import numpy as np, torch
     from idspam.injection import LowerStates
-    from idspam.lower_cache import LowerCache
+    from idspam.runner.lower_cache import LowerCache
     folder, rows, mode = sys.argv[1], [int(r) for r in sys.argv[2].split(",")], sys.argv[3]
     lengths = [3 + i % 4 for i in range(8)]
     cache = LowerCache(lengths, 4, folder=__import__("pathlib").Path(folder), flush_mb=1e-9 if mode == "each" else 1e3)
@@ -212,7 +212,7 @@ def test_processes_sharing_a_cache_write_one_layout_and_read_each_others_rows(tm
 
 
 def test_a_run_whose_cache_exceeds_memory_goes_to_disk_with_the_same_results(compose_cfg, tmp_path, monkeypatch):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     monkeypatch.setenv("IDSPAM_CACHE_DIR", str(tmp_path / "cache"))
 
@@ -237,7 +237,7 @@ def test_a_run_whose_cache_exceeds_memory_goes_to_disk_with_the_same_results(com
     assert len(list(lower.iterdir())) == 4  # the storage dtype is in the key (training and validation caches)
     assert half == pytest.approx(memory, abs=0.05)
 
-    from idspam.cache import main
+    from idspam.tools.cache import main
 
     main(["list", "--cache-dir", str(tmp_path / "cache")])
     assert main(["clear", "--kind", "lower", "--older-than", "1", "--cache-dir", str(tmp_path / "cache")]) == 0
@@ -251,7 +251,7 @@ def test_a_run_whose_cache_exceeds_memory_goes_to_disk_with_the_same_results(com
 
 
 def test_cache_command_lists_and_explains(tmp_path, capsys):
-    from idspam.cache import main
+    from idspam.tools.cache import main
 
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -264,7 +264,7 @@ def test_cache_command_lists_and_explains(tmp_path, capsys):
 
 
 def test_end_to_end_benchmark_times_real_runs_and_reports_bytes_per_token(tmp_path, capsys):
-    from idspam.bench import main
+    from idspam.tools.bench.main import main
 
     out = tmp_path / "e2e.json"
     main(["--e2e", "--e2e-model", "tiny", "--e2e-task", "demo", "--e2e-samples", "32", "--e2e-epochs", "2",

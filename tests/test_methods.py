@@ -5,10 +5,10 @@ import torch
 
 from idspam.config import OptimizerConfig
 from idspam.heads import ClassificationHead
-from idspam.injection import PromptInjectedEncoder
+from idspam.injection import InjectionEngine
 from idspam.methods import METHODS, build_method, method_config
 from idspam.model import PromptModel
-from idspam.module import PromptTuningModule
+from idspam.runner.module import TuningModule
 from idspam.tasks import SPECS
 from tests.conftest import make_tiny_backbone
 
@@ -18,18 +18,16 @@ T = 10
 
 def build(name: str, run_layer: int = 2, **options) -> PromptModel:
     """A fresh tiny backbone with method `name` (its own layer if it fixes one) and a 2-class head."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from idspam.run import CONF_DIR
+    from idspam.runner.compose import compose
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        composed = compose("config", overrides=[f"method={name}"])  # the method's YAML, as a run gets it
+    composed = compose([f"method={name}"])  # the method's YAML, as a run gets it
     for key, value in options.items():
         OmegaConf.update(composed, f"method.{key}", value, merge=False)
     cfg = method_config(composed.method)
     torch.manual_seed(0)
-    encoder = PromptInjectedEncoder(make_tiny_backbone().base)
+    encoder = InjectionEngine(make_tiny_backbone().base)
     method = build_method(cfg, N)
     method.attach(encoder)
     return PromptModel(encoder, method, ClassificationHead(N, 2), cfg.layer if cfg.layer is not None else run_layer)
@@ -46,7 +44,7 @@ def owns(name: str, param: str) -> bool:
     if name == "lora":
         return "lora_" in param
     if name == "finetune":
-        return param.startswith(("encoder.base.embeddings.", "encoder.base.encoder."))
+        return param.startswith(("engine.base.embeddings.", "engine.base.encoder."))
     return param.startswith("method.")
 
 
@@ -97,7 +95,7 @@ def test_training_changes_exactly_what_the_method_owns(name, tiny_backbone):
     expected = {k for k, _ in model.named_parameters() if owns(name, k) or k.startswith("head.")}
     assert {k for k, p in model.named_parameters() if p.requires_grad} == expected
 
-    module = PromptTuningModule(model, SPECS["demo"], OptimizerConfig(lr=1e-2), lr=1e-2)
+    module = TuningModule(model, SPECS["demo"], OptimizerConfig(lr=1e-2), lr=1e-2)
     opt = torch.optim.AdamW(module.param_groups())
     batch = batch_of(tokenizer)
     for _ in range(3):
@@ -115,7 +113,7 @@ def test_training_changes_exactly_what_the_method_owns(name, tiny_backbone):
 
 
 def test_methods_fixed_at_the_input_ignore_the_run_layer(compose_cfg):
-    from idspam.config import validate
+    from idspam.runner.checks import validate
 
     assert validate(compose_cfg("method=prompt_tuning", "layer=3")).layer == 0
     assert validate(compose_cfg("method=lpt", "layer=3")).layer == 3
@@ -145,7 +143,7 @@ def test_static_prompts_match_the_idspam_injection_path(name, layer, options, ti
     batch = batch_of(tokenizer)
     with torch.no_grad():
         ours, theirs = model.hidden_states(batch), reference.hidden_states(batch)
-        plain = model.encoder(batch["input_ids"], batch["attention_mask"], layer)
+        plain = model.engine(batch["input_ids"], batch["attention_mask"], layer)
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
     assert (ours - plain).abs().max() > 1e-3, "the prompt must change the hidden states"
 
@@ -161,9 +159,9 @@ def test_lpt_reads_the_first_token_entering_layer_m(layer, tiny_backbone):
         seen["input"] = args[0]
 
     with torch.no_grad():
-        ref = model.encoder.base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        ref = model.engine.base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  output_hidden_states=True).hidden_states[layer]
-        handle = model.encoder.layers[layer].register_forward_pre_hook(capture)
+        handle = model.engine.layers[layer].register_forward_pre_hook(capture)
         model.hidden_states(batch)
     handle.remove()
     g = model.method
@@ -178,9 +176,9 @@ def test_frozen_lower_stack_builds_no_graph(name, layer, tiny_backbone):
     model = build(name, run_layer=layer).train()
     assert not model.method.grad_below
     outputs = {}
-    hooks = [model.encoder.base.embeddings.register_forward_hook(lambda m, a, o: outputs.__setitem__(-1, o))]
+    hooks = [model.engine.base.embeddings.register_forward_hook(lambda m, a, o: outputs.__setitem__(-1, o))]
     hooks += [block.register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o))
-              for i, block in enumerate(model.encoder.layers)]
+              for i, block in enumerate(model.engine.layers)]
     model(batch_of(tokenizer))
     for h in hooks:
         h.remove()
@@ -197,14 +195,14 @@ def test_smop_routes_top1_and_balances_load(tiny_backbone):
     with torch.no_grad():
         smop.router.weight.zero_()
         smop.router.bias.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0]))  # every input to prompt 1
-    prompt = smop(model.encoder.lower(batch["input_ids"], batch["attention_mask"], 0))
+    prompt = smop(model.engine.lower(batch["input_ids"], batch["attention_mask"], 0))
     p1 = torch.softmax(torch.tensor([0.0, 5.0, 0.0, 0.0]), -1)[1]
     torch.testing.assert_close(prompt, (p1 * smop.prompts[1]).expand(3, -1, -1))
     # all load on one prompt: coef * K * (1 * p1); uniform routing would give coef * 1
     torch.testing.assert_close(model.aux_loss(), 0.5 * 4 * p1)
     with torch.no_grad():
         smop.router.bias.zero_()
-    smop(model.encoder.lower(batch["input_ids"], batch["attention_mask"], 0))
+    smop(model.engine.lower(batch["input_ids"], batch["attention_mask"], 0))
     torch.testing.assert_close(model.aux_loss(), torch.tensor(0.5))
     model.eval()
     assert model.aux_loss() is None
@@ -216,10 +214,10 @@ def test_dept_updates_the_input_embeddings_with_its_own_lr(tiny_backbone):
     with torch.no_grad():
         model.method.lora_b.normal_()
     batch = batch_of(tokenizer)
-    states = model.encoder.lower(batch["input_ids"], batch["attention_mask"], 0, embed_fn=model.method.input_embeds)
-    plain = model.encoder.lower(batch["input_ids"], batch["attention_mask"], 0)
+    states = model.engine.lower(batch["input_ids"], batch["attention_mask"], 0, embed_fn=model.method.input_embeds)
+    plain = model.engine.lower(batch["input_ids"], batch["attention_mask"], 0)
     assert (states.embeddings - plain.embeddings).abs().max() > 1e-3
-    groups = PromptTuningModule(model, SPECS["demo"], OptimizerConfig(lr=1e-2)).param_groups()
+    groups = TuningModule(model, SPECS["demo"], OptimizerConfig(lr=1e-2)).param_groups()
     lrs = {id(p): g["lr"] for g in groups for p in g["params"]}
     assert lrs[id(model.method.lora_a)] == lrs[id(model.method.lora_b)] == 3e-4
     assert lrs[id(model.method.prompt)] == 1e-2
@@ -227,7 +225,7 @@ def test_dept_updates_the_input_embeddings_with_its_own_lr(tiny_backbone):
     from idspam.errors import UserError
 
     with pytest.raises(UserError, match="longer than method.max_length=16"):
-        model.encoder.lower(long["input_ids"], long["attention_mask"], 0, embed_fn=model.method.input_embeds)
+        model.engine.lower(long["input_ids"], long["attention_mask"], 0, embed_fn=model.method.input_embeds)
 
 
 def test_lora_is_peft_and_its_adapter_saves_and_restores(tmp_path, tiny_backbone):
@@ -236,7 +234,7 @@ def test_lora_is_peft_and_its_adapter_saves_and_restores(tmp_path, tiny_backbone
 
     _, tokenizer = tiny_backbone
     model = build("lora").train()
-    assert sum(isinstance(m, LoraLayer) for m in model.encoder.modules()) == 2 * LAYERS
+    assert sum(isinstance(m, LoraLayer) for m in model.engine.modules()) == 2 * LAYERS
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = batch_of(tokenizer)
     for _ in range(3):
@@ -269,11 +267,11 @@ def test_lora_names_the_modules_when_targets_do_not_match():
 
 def test_lora_dropout_follows_training_mode_while_the_backbone_stays_frozen():
     model = build("lora").train()
-    lora_dropouts = [m for n, m in model.encoder.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
+    lora_dropouts = [m for n, m in model.engine.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
     assert lora_dropouts and all(m.training for m in lora_dropouts)
-    assert not model.encoder.base.embeddings.training
+    assert not model.engine.base.embeddings.training
     finetune = build("finetune").train()
-    assert finetune.encoder.base.embeddings.training and finetune.encoder.layers[0].training
+    assert finetune.engine.base.embeddings.training and finetune.engine.layers[0].training
 
 
 def test_prompt_tuning_starts_from_vocabulary_tokens_as_the_embedding_layer_writes_them(tiny_backbone):
@@ -281,7 +279,7 @@ def test_prompt_tuning_starts_from_vocabulary_tokens_as_the_embedding_layer_writ
     model = build("prompt_tuning", seed_vocab_ids=[7, 8, 9])
     ids = torch.tensor([[7, 8, 9, 7, 8, 9, 7, 8, 9, 7]])
     with torch.no_grad():
-        expected = model.encoder.base.eval().embeddings(input_ids=ids)[0]
+        expected = model.engine.base.eval().embeddings(input_ids=ids)[0]
     torch.testing.assert_close(model.method.prompt.detach(), expected)
     random = build("prompt_tuning", init="random", init_range=0.1).method.prompt
     assert random.abs().max() <= 0.1 and random.std() > 0.01

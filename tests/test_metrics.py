@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from idspam import tasks
-from idspam.metrics import TaskMetrics
+from idspam.runner.metrics import TaskMetrics
 
 
 def logits_for(preds, k=2):

@@ -1,8 +1,8 @@
-"""`python -m idspam.params`: parameter counts per method, beside the paper's Table 12."""
+"""`python -m idspam params`: parameter counts per method, beside the paper's Table 12."""
 
 import pytest
 
-from idspam.params import main
+from idspam.tools.params import main
 
 
 def rows(text: str) -> dict[tuple[str, str], list[str]]:

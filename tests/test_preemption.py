@@ -157,7 +157,7 @@ def test_rerun_sweep_trains_only_the_killed_and_the_failed_job(tmp_path):
     assert "| reused | finished (reused) |" in table and "| resume | interrupted at step 2" in table
 
     # the report lists all four
-    from idspam.report import read_sweep
+    from idspam.tools.report import read_sweep
 
     assert [j.status for j in read_sweep(sweep)] == ["finished", "failed", "finished", "finished"]
 
@@ -171,11 +171,11 @@ def test_rerun_sweep_trains_only_the_killed_and_the_failed_job(tmp_path):
 def test_report_shows_how_far_an_interrupted_job_got(tmp_path):
     out = tmp_path / "run"
     signal_run("step", "TERM", 2, *RUN, f"hydra.run.dir={out}")
-    from idspam.report import read_sweep
+    from idspam.tools.report import read_sweep
 
     (job,) = read_sweep(out)
     assert job.status == "interrupted" and job.how_far == "step 3 of 12 (epoch 0), checkpoint there"
-    from idspam.report import markdown
+    from idspam.tools.report import markdown
 
     table = markdown({}, [job], [out], [])
     assert "| interrupted | RunInterrupted: stopped by SIGTERM at step 3 of 12 (epoch 0), checkpoint saved | " \
@@ -251,8 +251,8 @@ def test_second_process_on_a_run_dir_is_refused_and_a_killed_ones_lock_is_not(tm
 
 
 def _write_many(path: str, value: int, n: int) -> None:
-    from idspam.checkpoints import AtomicCheckpointIO
-    from idspam.results import atomic_write_json
+    from idspam.files import atomic_write_json
+    from idspam.runner.checkpoints import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     for _ in range(n):
@@ -281,7 +281,7 @@ def test_concurrent_writers_never_leave_a_torn_file(tmp_path):
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    from idspam.checkpoints import AtomicCheckpointIO
+    from idspam.runner.checkpoints import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     io.save_checkpoint({"value": 1}, tmp_path / "last.ckpt")
@@ -299,10 +299,11 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
 
 
 def test_resumed_run_continues_its_wandb_run(compose_cfg, tmp_path):
-    from idspam.run import make_loggers
+    from idspam.runner.checks import validate
+    from idspam.runner.train import make_loggers
 
-    cfg = compose_cfg("model=tiny", "logger=wandb")
-    (logger,) = [lg for lg in make_loggers(cfg, tmp_path, resumed=True, wandb_id="abc123")
+    run = validate(compose_cfg("model=tiny", "logger=wandb"))
+    (logger,) = [lg for lg in make_loggers(run, resumed=True, wandb_id="abc123")
                  if type(lg).__name__ == "WandbLogger"]
     assert logger._wandb_init["id"] == "abc123" and logger._wandb_init["resume"] == "allow"
 
@@ -328,7 +329,7 @@ def test_resume_auto_finds_the_single_runs_own_dir(tmp_path):
 
 
 def test_resume_auto_reuses_a_finished_run_and_never_trains_it_again(compose_cfg, tmp_path):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     args = ["model=tiny", "trainer.max_epochs=1", "task.max_train_samples=32", "task.max_eval_samples=16",
             "logger=none"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idspam import protocol
+from idspam.tools import protocol
 
 N_DEV, N_HELD = 200, 100
 RNG = np.random.default_rng(0)
@@ -141,7 +141,7 @@ def test_too_few_seeds_leave_a_claim_inconclusive(sweeps, tmp_path):
     runs = [r for r in protocol.read_runs([sweeps]) if not (r.stage == "main" and r.seed > 2)]
     found = protocol.claims(runs, "sst2")
     assert found[0].estimate.n == 2 and not len(found[0].estimate.draws)
-    from idspam import stats
+    from idspam.tools import stats
 
     assert stats.decide([found[0].estimate], [1])[0].verdict == "inconclusive"
 

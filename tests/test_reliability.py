@@ -52,7 +52,7 @@ def test_resume_after_sigkill_is_exact(tmp_path):
 
 
 def test_resume_refuses_another_configuration_and_a_missing_checkpoint(compose_cfg, tmp_path):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     train(compose_cfg(*FAST, "trainer.max_epochs=1"))
     with pytest.raises(UserError, match=r"differs from the checkpoint's in \['optimizer'\]; e.g. optimizer: checkpoint"):
@@ -62,7 +62,7 @@ def test_resume_refuses_another_configuration_and_a_missing_checkpoint(compose_c
 
 
 def test_resume_before_the_first_checkpoint_starts_again(compose_cfg, tmp_path, caplog):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     train(compose_cfg(*FAST, "trainer.max_epochs=1"))
     for ckpt in (tmp_path / "checkpoints").iterdir():
@@ -74,7 +74,7 @@ def test_resume_before_the_first_checkpoint_starts_again(compose_cfg, tmp_path, 
 
 
 def test_checkpoints_hold_only_what_trains(compose_cfg, tmp_path):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     results = train(compose_cfg(*FAST, "trainer.max_epochs=1"))
     trainable = results["parameters"]["trainable"]
@@ -83,7 +83,7 @@ def test_checkpoints_hold_only_what_trains(compose_cfg, tmp_path):
         ckpt = torch.load(path, weights_only=True)
         tensors = ckpt["state_dict"]
         assert sum(t.numel() for t in tensors.values()) == trainable
-        assert not any(k.startswith("model.encoder.") for k in tensors), "a backbone tensor is in the checkpoint"
+        assert not any(k.startswith("model.engine.") for k in tensors), "a backbone tensor is in the checkpoint"
         # weights plus AdamW's two moments, 4 bytes each, and some room for the loop state
         assert path.stat().st_size < 3 * 4 * trainable + 200_000
 
@@ -93,7 +93,7 @@ class Payload:
 
 
 def test_unsafe_checkpoint_is_refused(tmp_path):
-    from idspam.checkpoints import load_checkpoint
+    from idspam.runner.checkpoints import load_checkpoint
 
     torch.save({"state_dict": {}, "evil": Payload()}, tmp_path / "last.ckpt")
     with pytest.raises(UserError, match="cannot read checkpoint"):
@@ -105,8 +105,8 @@ def test_adapter_predictions_match_the_evaluation_in_training(compose_cfg, tmp_p
     dev file exactly as the evaluation inside training did."""
     from importlib import resources
 
-    from idspam.predict import main as predict_main
-    from idspam.run import train
+    from idspam.runner.train import train
+    from idspam.tools.predict import main as predict_main
 
     results = train(compose_cfg("trainer.max_epochs=2", "logger=none"))
     adapter = tmp_path / "adapter"
@@ -126,8 +126,8 @@ def test_adapter_predictions_match_the_evaluation_in_training(compose_cfg, tmp_p
 
 
 def test_adapter_on_a_backbone_of_other_shapes_is_refused(compose_cfg, tmp_path, capsys):
-    from idspam.predict import main as predict_main
-    from idspam.run import train
+    from idspam.runner.train import train
+    from idspam.tools.predict import main as predict_main
 
     train(compose_cfg(*FAST, "trainer.max_epochs=1"))
     config_file = tmp_path / "adapter" / "idspam_adapter.json"
@@ -150,7 +150,7 @@ def test_adapter_on_a_backbone_of_other_shapes_is_refused(compose_cfg, tmp_path,
     (["x", "--adaptor", "y"], "idspam-predict: error: unrecognized arguments: --adaptor"),
 ])
 def test_predict_arguments_are_checked(args, message, capsys):
-    from idspam.predict import main as predict_main
+    from idspam.tools.predict import main as predict_main
 
     with pytest.raises(SystemExit):
         predict_main(args)
@@ -158,8 +158,8 @@ def test_predict_arguments_are_checked(args, message, capsys):
 
 
 def test_predict_input_without_the_text_column(compose_cfg, tmp_path, capsys):
-    from idspam.predict import main as predict_main
-    from idspam.run import train
+    from idspam.runner.train import train
+    from idspam.tools.predict import main as predict_main
 
     train(compose_cfg(*FAST, "trainer.max_epochs=1"))
     (tmp_path / "in.tsv").write_text("text\tlabel\ngood\tpositive\n")
@@ -169,7 +169,7 @@ def test_predict_input_without_the_text_column(compose_cfg, tmp_path, capsys):
 
 
 def test_non_finite_loss_stops_with_the_step_and_a_hint(compose_cfg, tmp_path):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     with pytest.raises(UserError, match=r"the training loss became (nan|inf) at step \d+ .*try a lower learning rate"):
         train(compose_cfg(*FAST, "optimizer.lr=1e30", "optimizer.warmup_ratio=0", "method.dropout=0"))

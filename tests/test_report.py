@@ -8,7 +8,7 @@ import statistics
 import pytest
 import yaml
 
-from idspam.report import report
+from idspam.tools.report import report
 
 # (method, task, seed) -> best dev metric; RoBERTa-base, the paper's layer 6 for idspam and lpt
 SCORES = {
@@ -158,7 +158,7 @@ def test_report_logs_a_table_to_wandb_offline(glue_sweep, monkeypatch):
 
 
 def test_report_cli_names_bad_arguments(tmp_path, capsys):
-    from idspam.report import main
+    from idspam.tools.report import main
 
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "nowhere")])
@@ -171,7 +171,7 @@ def test_report_cli_names_bad_arguments(tmp_path, capsys):
 
 
 def test_report_cli_writes_the_formats_asked_for(glue_sweep, tmp_path, capsys):
-    from idspam.report import main
+    from idspam.tools.report import main
 
     main([str(glue_sweep), "--out", str(tmp_path / "r"), "--format", "csv", "json"])
     assert sorted(p.name for p in (tmp_path / "r").glob("report.*")) == ["report.csv", "report.json"]

@@ -57,7 +57,7 @@ def test_mlm_head_trains_nothing_but_the_prompt(compose_cfg):
     """head=mlm reads the frozen MLM head through label words; only the generator trains."""
     import torch
 
-    from idspam.run import train
+    from idspam.runner.train import train
 
     torch.manual_seed(0)
     results = train(compose_cfg(*FAST, "head=mlm", "trainer.max_epochs=1"))
@@ -67,7 +67,7 @@ def test_mlm_head_trains_nothing_but_the_prompt(compose_cfg):
 
 
 def test_regression_task_trains_with_a_one_output_head(compose_cfg, tmp_path):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     rows = "sentence,score\n" + "".join(f"sentence number {i},{i % 5}.0\n" for i in range(40))
     (tmp_path / "train.csv").write_text(rows)
@@ -113,7 +113,7 @@ def test_every_method_runs_on_mrpc_with_minilm(tmp_path):
 
 
 def test_wandb_logger_works_offline(compose_cfg, monkeypatch):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_cfg(*FAST, "logger=wandb", "trainer.max_epochs=1")
@@ -125,7 +125,7 @@ def test_wandb_logger_works_offline(compose_cfg, monkeypatch):
 
 def test_mnli_reports_matched_and_mismatched(compose_cfg, tmp_path):
     """Both MNLI dev sets are evaluated every epoch; the best epoch is picked on matched."""
-    from idspam.run import train
+    from idspam.runner.train import train
 
     folder = tmp_path / "glue" / "MNLI"
     folder.mkdir(parents=True)
@@ -144,7 +144,7 @@ def test_mnli_reports_matched_and_mismatched(compose_cfg, tmp_path):
 
 def test_sentence_pairs_on_a_single_token_type_backbone(compose_cfg, tmp_path):
     """RoBERTa has one token type: segment ids a (BERT) tokenizer emits for pairs must not reach it."""
-    from idspam.run import train
+    from idspam.runner.train import train
 
     rows = "premise,hypothesis,label\n" + "".join(f"premise {i},hypothesis {i},{i % 2}\n" for i in range(24))
     (tmp_path / "pairs.csv").write_text(rows)

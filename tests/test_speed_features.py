@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from idspam.data import LengthGroupedBatchSampler
 from idspam.errors import UserError
-from idspam.lower_cache import LowerCache
+from idspam.runner.data import LengthGroupedBatchSampler
+from idspam.runner.lower_cache import LowerCache
 
 from .test_methods import batch_of, build
 
@@ -41,7 +41,7 @@ def test_cached_lower_stack_gives_the_same_step(name, layer, tiny_backbone):
 
 
 def test_cache_lower_run_equals_the_uncached_run_and_is_keyed(compose_cfg, tmp_path, monkeypatch):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     monkeypatch.setenv("IDSPAM_CACHE_DIR", str(tmp_path / "cache"))
 
@@ -71,7 +71,7 @@ def test_evaluation_splits_run_the_lower_stack_once_and_predict_the_same(disk, c
     """cache_lower covers the evaluation splits too (rows by their place in the file): every later validation
     reads them, and every epoch's per-example predictions equal the uncached run's."""
     from idspam.injection import InjectionEngine
-    from idspam.run import train
+    from idspam.runner.train import train
 
     monkeypatch.setenv("IDSPAM_CACHE_DIR", str(tmp_path / "cache"))
     original = InjectionEngine.lower
@@ -102,7 +102,7 @@ def test_evaluation_splits_run_the_lower_stack_once_and_predict_the_same(disk, c
     (["model.backbone_mode=train"], "cache_lower=true needs model.backbone_mode=eval"),
 ])
 def test_cache_lower_refuses_what_it_cannot_cache(compose_cfg, overrides, message):
-    from idspam.config import validate
+    from idspam.runner.checks import validate
 
     with pytest.raises(UserError, match=message):
         validate(compose_cfg("cache_lower=true", *overrides))
@@ -132,7 +132,7 @@ def test_length_grouped_batches_cover_every_example_once_with_less_padding():
 
 
 def test_benchmark_quick_mode_writes_every_row(tmp_path, capsys):
-    from idspam.bench import main
+    from idspam.tools.bench.main import main
 
     main(["--quick", "--out", str(tmp_path / "bench.json")])
     report = json.loads((tmp_path / "bench.json").read_text())
@@ -145,7 +145,7 @@ def test_benchmark_quick_mode_writes_every_row(tmp_path, capsys):
 
 
 def test_benchmark_arguments_are_checked(capsys):
-    from idspam.bench import main
+    from idspam.tools.bench.main import main
 
     with pytest.raises(SystemExit):
         main(["--precision", "fp8"])
@@ -156,7 +156,7 @@ def test_benchmark_arguments_are_checked(capsys):
 @pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_llama"])
 def test_benchmark_runs_on_decoders(tmp_path, model):
     """The decoder rows: ours and PEFT's prompt tuning and LoRA on the same random-weight decoder."""
-    from idspam.bench import main
+    from idspam.tools.bench.main import main
 
     main(["--quick", "--model", model, "--out", str(tmp_path / "bench.json"),
           "--rows", "idspam m=2,idspam m=2 cache_lower,lpt m=2,peft lora"])
@@ -168,7 +168,7 @@ def test_benchmark_runs_on_decoders(tmp_path, model):
 
 
 def test_decode_benchmark_compares_against_peft_and_no_prompt(tmp_path, capsys):
-    from idspam.bench import main
+    from idspam.tools.bench.main import main
 
     main(["--decode", "--model", "tiny_llama", "--batch", "2", "--length", "8", "--new-tokens", "3", "--repeats", "2",
           "--out", str(tmp_path / "decode.json")])
@@ -183,13 +183,13 @@ def test_decode_benchmark_compares_against_peft_and_no_prompt(tmp_path, capsys):
     (["method=idspam", "model.backbone_mode=train"], False),
 ])
 def test_cache_lower_auto_turns_on_only_where_it_applies(compose_cfg, overrides, expected):
-    from idspam.config import validate
+    from idspam.runner.checks import validate
 
     assert validate(compose_cfg("cache_lower=auto", *overrides)).cache_lower is expected
 
 
 def test_cache_lower_refuses_a_value_that_is_not_a_switch(compose_cfg):
-    from idspam.config import validate
+    from idspam.runner.checks import validate
 
     with pytest.raises(UserError, match="cache_lower='sometimes'; valid: true, false, auto"):
         validate(compose_cfg("cache_lower=sometimes"))

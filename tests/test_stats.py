@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from idspam import stats
+from idspam.tools import stats
 
 
 def test_seed_bootstrap_finds_a_real_difference():

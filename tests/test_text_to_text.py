@@ -37,11 +37,10 @@ def built(compose_cfg, *overrides):
         load_backbone,
         load_config,
         load_tokenizer,
-        max_positions,
     )
-    from idspam.config import validate
-    from idspam.data import TaskDataModule
     from idspam.model import build_model
+    from idspam.runner.checks import validate
+    from idspam.runner.data import TaskDataModule
     from idspam.tasks import get_spec
 
     run = validate(compose_cfg(*overrides))
@@ -49,9 +48,9 @@ def built(compose_cfg, *overrides):
     config = load_config(run.model)
     tokenizer = load_tokenizer(run.model, config)
     fit_config_to_tokenizer(config, run.model, tokenizer)
-    data = TaskDataModule(run, spec, tokenizer, token_types=False, decoder=True, max_positions=max_positions(config))
+    data = TaskDataModule(run, tokenizer, config)
     torch.manual_seed(0)
-    model = build_model(run, spec, load_backbone(run.model, config, with_mlm_head=True), tokenizer).eval()
+    model = build_model(run, spec, load_backbone(run.model, config, with_lm_head=True), tokenizer).eval()
     return run, spec, tokenizer, model, data
 
 
@@ -96,7 +95,7 @@ def test_loss_ignores_input_padding_and_prompt_positions(compose_cfg, tmp_path, 
                     hidden[r, c] += 100 * torch.randn_like(hidden[r, c])
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-        handle = model.encoder.layers[-1].register_forward_hook(hook)
+        handle = model.engine.layers[-1].register_forward_hook(hook)
         try:
             with torch.no_grad():
                 return lm_loss(model, batch)
@@ -124,7 +123,7 @@ def test_loss_ignores_input_padding_and_prompt_positions(compose_cfg, tmp_path, 
     with torch.no_grad():
         model(batch)
         model(batch2)
-        alone = model.encoder.lower(batch["gen_input_ids"], batch["gen_attention_mask"], model.layer)
+        alone = model.engine.lower(batch["gen_input_ids"], batch["gen_attention_mask"], model.layer)
         model.method(alone)
     handle.remove()
     torch.testing.assert_close(seen[1], seen[0], atol=1e-5, rtol=1e-5)
@@ -176,7 +175,7 @@ def test_text_to_text_files_read_with_eos_and_target_cut(compose_cfg, tmp_path, 
 
 
 def test_chat_template_wraps_the_input_where_the_tokenizer_has_one(compose_cfg, tmp_path):
-    from idspam.data import TextTokenize
+    from idspam.text import TextTokenize
 
     run, _, tok, _, _ = built(compose_cfg, "model=tiny_gpt2", "head=generate", *text_files(tmp_path))
     tok.chat_template = ("{% for m in messages %}[CLS] user : {{ m['content'] }} [SEP]{% endfor %}"
@@ -203,13 +202,12 @@ def test_chat_template_wraps_the_input_where_the_tokenizer_has_one(compose_cfg, 
      r"positions, task.max_target_length=32 of them kept for the target\)$"),
 ])
 def test_bad_text_input_is_one_line_naming_file_and_line(compose_cfg, tmp_path, monkeypatch, rows, message):
-    import idspam.run as run_module
-    from idspam.run import train
+    from idspam.runner.train import train
 
     def no_weights(*a, **k):
         raise AssertionError("weights were loaded before the check")
 
-    monkeypatch.setattr(run_module, "load_backbone", no_weights)
+    monkeypatch.setattr("idspam.backbone.load_backbone", no_weights)
     train_file = write_jsonl(tmp_path / "train.jsonl", rows)
     dev = write_jsonl(tmp_path / "dev.jsonl", [{"input": "a", "target": "b"}])
     with pytest.raises(UserError, match=message) as err:
@@ -221,8 +219,8 @@ def test_bad_text_input_is_one_line_naming_file_and_line(compose_cfg, tmp_path, 
 def test_classification_task_reads_as_label_words_with_eos(compose_cfg):
     """task=demo (the paper's sentiment format) under head=generate: the input is head=lm's decoder template,
     the target the label word of the example's class and the EOS."""
-    from idspam.data import Tokenize, label_word_ids
     from idspam.tasks import mlm_verbalizer
+    from idspam.text import Tokenize, label_word_ids
 
     run, spec, tok, _, data = built(compose_cfg, "task=demo", "model=tiny_gpt2", "head=generate",
                                     "task.max_train_samples=16", "task.max_eval_samples=8")
@@ -266,19 +264,18 @@ def test_sst2_reads_as_label_words(compose_cfg):
                                                           r"task.max_target_length=320; .* set method.max_length=320"),
 ])
 def test_bad_generate_config_is_one_line_before_weights(compose_cfg, monkeypatch, overrides, message):
-    import idspam.run as run_module
-    from idspam.run import train
+    from idspam.runner.train import train
 
     def no_weights(*a, **k):
         raise AssertionError("weights were loaded before the check")
 
-    monkeypatch.setattr(run_module, "load_backbone", no_weights)
+    monkeypatch.setattr("idspam.backbone.load_backbone", no_weights)
     with pytest.raises(UserError, match=message):
         train(compose_cfg("task=demo", *overrides))
 
 
 def test_text_task_needs_the_generate_head(compose_cfg, tmp_path):
-    from idspam.config import validate
+    from idspam.runner.checks import validate
 
     with pytest.raises(UserError, match=r"task=csv_text is text-to-text: it needs head=generate \(got head=cls\)"):
         validate(compose_cfg("model=tiny_gpt2", *text_files(tmp_path)))
@@ -291,7 +288,7 @@ def test_generate_head_has_no_positions_so_the_last_layer_is_never_pruned(compos
 
 
 def test_text_metrics_exact_match_chrf_and_label_words():
-    from idspam.metrics import TextMetrics
+    from idspam.runner.metrics import TextMetrics
     from idspam.tasks import SPECS, TaskSpec
 
     text = TextMetrics(TaskSpec(name="t", label_names=None, metric="chrf", text_to_text=True))
@@ -305,7 +302,7 @@ def test_text_metrics_exact_match_chrf_and_label_words():
     # "greatest" is no label word: outside both classes (class 1's F1 2/3, class 0's 0), not the other class
     assert values["macro_f1"] == pytest.approx(1 / 3) and values["f1"] == pytest.approx(2 / 3)
     # generations that are all label words: the task's own metrics, as head=lm/cls compute them
-    from idspam.metrics import TaskMetrics
+    from idspam.runner.metrics import TaskMetrics
 
     words, labels = ["great", "terrible", "great", "great"], torch.tensor([1, 0, 0, 1])
     classes.reset()
@@ -338,7 +335,7 @@ def test_generation_settings_map_to_hf_keywords():
     ("tiny_llama", "lora", "right", ["head.strategy=beam", "head.num_beams=2"])])
 def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_path, model_name, method, side, extra):
     from idspam.api import load_adapter
-    from idspam.run import train
+    from idspam.runner.train import train
 
     out = tmp_path / "run"
     results = train(compose_cfg(*text_files(tmp_path), f"model={model_name}", f"method={method}",
@@ -366,7 +363,7 @@ def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_
         longer = predictor.generate(["say hello"], max_new_tokens=6)[0]
         assert longer.startswith(predictions[0]["prediction"])
     # idspam-predict on the dev file: the same generations, the targets beside them
-    from idspam.predict import main
+    from idspam.tools.predict import main
 
     main([str(out / "adapter"), "--input", str(tmp_path / "dev.jsonl"), "--output", str(tmp_path / "pred.jsonl")])
     lines = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
@@ -380,7 +377,7 @@ def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_
 
 @needs_generation
 def test_classification_task_trains_as_text_and_reports_its_metrics(compose_cfg, tmp_path):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     results = train(compose_cfg("task=demo", "model=tiny_gpt2", "task.max_train_samples=16",
                                 "task.max_eval_samples=16", *FAST))

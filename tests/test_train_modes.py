@@ -8,20 +8,20 @@ FAST = ["model=tiny", "trainer.max_epochs=2", "task.max_train_samples=32", "task
 
 
 def modes_in_training_steps(compose_cfg, tmp_path, monkeypatch, *overrides):
-    from idspam import module
-    from idspam.run import train
+    from idspam.runner import module
+    from idspam.runner.train import train
 
     seen = []
-    original = module.PromptTuningModule.training_step
+    original = module.TuningModule.training_step
 
     def spy(self, batch, batch_idx):
         model = self.model
-        lora = [m.training for name, m in model.encoder.named_modules() if name.endswith("lora_dropout.default")]
+        lora = [m.training for name, m in model.engine.named_modules() if name.endswith("lora_dropout.default")]
         seen.append({"method": model.method.training, "head": model.head.training,
-                     "backbone": model.encoder.base.training, "lora": lora})
+                     "backbone": model.engine.base.training, "lora": lora})
         return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(module.PromptTuningModule, "training_step", spy)
+    monkeypatch.setattr(module.TuningModule, "training_step", spy)
     train(compose_cfg(*FAST, *overrides, f"paths.output_dir={tmp_path / 'run'}"))
     return seen
 
@@ -38,7 +38,7 @@ def test_lora_dropout_trains_while_the_backbone_stays_in_eval_mode(compose_cfg, 
 
 
 def test_prompt_dropout_changes_training(compose_cfg, tmp_path):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     def losses(dropout, out):
         train(compose_cfg(*FAST, "method=idspam", f"method.dropout={dropout}", f"paths.output_dir={tmp_path / out}"))

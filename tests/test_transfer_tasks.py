@@ -9,8 +9,8 @@ import torch
 from idspam import tasks
 from idspam.config import TaskConfig
 from idspam.errors import UserError
-from idspam.metrics import GroupMetrics
 from idspam.records import expand
+from idspam.runner.metrics import GroupMetrics
 
 from .conftest import SHARED_DATA
 from .test_run import run_cli
@@ -103,7 +103,7 @@ TINY = ["model=tiny", "trainer.max_epochs=1", "logger=none", "task.max_train_sam
 
 @needs_data
 def test_zero_shot_transfer_reports_both_tasks(compose_cfg):
-    from idspam.run import train
+    from idspam.runner.train import train
 
     results = train(compose_cfg(*TINY, "task=sst2", f"data_dir={SHARED_DATA}", "eval_tasks=[imdb]"))
     metrics = results["best"]["metrics"]
@@ -114,7 +114,7 @@ def test_zero_shot_transfer_reports_both_tasks(compose_cfg):
 
 @pytest.mark.parametrize("task, other", [("sst2", "rte"), ("mnli", "cb"), ("mrpc", "copa"), ("rte", "wnli")])
 def test_transfer_between_label_spaces_is_refused(compose_cfg, task, other):
-    from idspam.config import validate
+    from idspam.runner.checks import validate
 
     with pytest.raises(UserError, match=rf"eval_tasks=\[{other}\]: task '{other}' has labels .* which do not mean what "
                                         rf"the labels of '{task}'"):
@@ -122,7 +122,7 @@ def test_transfer_between_label_spaces_is_refused(compose_cfg, task, other):
 
 
 def test_paraphrase_tasks_transfer_both_ways():
-    from idspam.config import check_transfer
+    from idspam.runner.checks import check_transfer
 
     check_transfer(tasks.SPECS["qqp"], tasks.SPECS["mrpc"], "qqp -> mrpc")
     check_transfer(tasks.SPECS["mrpc"], tasks.SPECS["qqp"], "mrpc -> qqp")
@@ -132,7 +132,7 @@ def test_paraphrase_tasks_transfer_both_ways():
 @needs_data
 def test_few_shot_transfer_starts_from_the_adapter_and_draws_k_examples(compose_cfg, tmp_path):
     from idspam.adapter import read_adapter
-    from idspam.run import train
+    from idspam.runner.train import train
 
     source = tmp_path / "source"
     train(compose_cfg(*TINY, f"paths.output_dir={source}"))  # demo sentiment
@@ -167,7 +167,7 @@ def test_minilm_on_cb_and_sst2_to_imdb(tmp_path):
 
 @needs_data
 def test_missing_transfer_task_file_is_named_before_any_weights(compose_cfg):
-    from idspam.config import validate
+    from idspam.runner.checks import validate
 
     with pytest.raises(UserError, match=r"missing data file '.*glue_data/imdb/test.tsv' for task 'imdb' \(validation\)"):
         validate(compose_cfg("task=sst2", "eval_tasks=[imdb]", f"data_dir={SHARED_DATA / 'glue_data'}"))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..injection import LowerStates, PromptInjectedEncoder
+from ..injection import InjectionEngine, LowerStates
 from .base import MethodConfig, PromptMethod, at_least, batch_prompt
 from .prompt_tuning import vocab_init
 
@@ -32,30 +32,31 @@ class DEPTConfig(MethodConfig):
     max_length: int = 256  # rows of A: the longest input the update covers (task.max_length or more)
     lowrank_lr: float = 1.0e-4
 
-    def check(self) -> None:
-        super().check()
+    trains_below = True  # the update enters below layer m, through the embedding layer
+
+    def __post_init__(self):
+        super().__post_init__()
         at_least("method.prompt_length", self.prompt_length)
         at_least("method.rank", self.rank)
         at_least("method.max_length", self.max_length)
         if self.lowrank_lr <= 0:
             raise UserError(f"method.lowrank_lr={self.lowrank_lr} must be positive")
 
+    def build(self, hidden_size: int) -> DecomposedPrompt:
+        return DecomposedPrompt(self, hidden_size)
+
 
 class DecomposedPrompt(PromptMethod):
-    grad_below = True  # the update enters below layer m, through the embedding layer
-
     def __init__(self, cfg: DEPTConfig, hidden_size: int):
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
+        super().__init__(cfg)
         t, r, n = cfg.prompt_length, cfg.rank, hidden_size
         self.prompt = nn.Parameter(torch.zeros(t, n))  # `attach` starts it from vocabulary tokens
         self.lora_a = nn.Parameter(torch.empty(cfg.max_length, r))
         self.lora_b = nn.Parameter(torch.zeros(r, n))
         nn.init.kaiming_uniform_(self.lora_a, a=5**0.5)
 
-    def attach(self, encoder: PromptInjectedEncoder) -> None:
-        self.prompt.data.copy_(vocab_init(encoder, self.cfg.prompt_length))  # as prompt tuning starts
+    def attach(self, engine: InjectionEngine) -> None:
+        self.prompt.data.copy_(vocab_init(engine, self.cfg.prompt_length))  # as prompt tuning starts
 
     def input_embeds(self, word_embeddings: torch.Tensor, input_ids: torch.Tensor,
                      positions: torch.Tensor | None = None) -> torch.Tensor:

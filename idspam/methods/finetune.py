@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..injection import LowerStates, PromptInjectedEncoder
+from ..injection import InjectionEngine, LowerStates
 from .base import MethodConfig, PromptMethod
 
 
@@ -19,21 +19,23 @@ class FinetuneConfig(MethodConfig):
     layer: int | None = 0
     lr: float | None = 1.0e-5
 
+    trains_below = True
+    has_prompt = False
+
+    def build(self, hidden_size: int) -> Finetune:
+        return Finetune(self, hidden_size)
+
 
 class Finetune(PromptMethod):
-    grad_below = True
-
     def __init__(self, cfg: FinetuneConfig, hidden_size: int):
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
+        super().__init__(cfg)
 
-    def backbone_modules(self, encoder: PromptInjectedEncoder) -> list[nn.Module]:
-        norm = encoder.layout.final_norm(encoder.base)  # decoders' final norm is used by every forward
-        return [encoder.embedding_module, encoder.layers, *([norm] if norm is not None else [])]
+    def backbone_modules(self, engine: InjectionEngine) -> list[nn.Module]:
+        norm = engine.family.final_norm(engine.base)  # decoders' final norm is used by every forward
+        return [engine.embedding_module, engine.layers, *([norm] if norm is not None else [])]
 
-    def attach(self, encoder: PromptInjectedEncoder) -> None:
-        for module in self.backbone_modules(encoder):
+    def attach(self, engine: InjectionEngine) -> None:
+        for module in self.backbone_modules(engine):
             module.requires_grad_(True)
 
     def forward(self, states: LowerStates) -> None:

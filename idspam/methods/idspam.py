@@ -40,17 +40,21 @@ class IDSPAMConfig(MethodConfig):
     embedding_source: str = "word"  # word | full
     dropout: float = 0.1
 
-    def check(self) -> None:
-        super().check()
+    peft_type = "IDSPAM"
+
+    def __post_init__(self):
+        super().__post_init__()
         at_least("method.prompt_length", self.prompt_length)
         at_least("method.bottleneck", self.bottleneck)
         at_least("method.num_heads", self.num_heads)
         if self.head_dim is not None:
             at_least("method.head_dim", self.head_dim)
         probability("method.dropout", self.dropout)
-        if self.name == "idspam_meanpool" and self.attention:
-            raise UserError("method=idspam_meanpool is the ablation without attention; it needs method.attention=false")
         check_choice("method.embedding_source", self.embedding_source, EMBEDDING_SOURCES)
+
+    @property
+    def reads_embedding_output(self) -> bool:
+        return self.embedding_source == "full"
 
     def check_hidden(self, hidden_size: int) -> None:
         if self.attention and hidden_size % self.num_heads:
@@ -58,15 +62,31 @@ class IDSPAMConfig(MethodConfig):
                 f"method.num_heads={self.num_heads} must divide the hidden size {hidden_size} (values are split per head)"
             )
 
+    def build(self, hidden_size: int) -> IDSPAMGenerator:
+        self.check_hidden(hidden_size)
+        return IDSPAMGenerator(self, hidden_size)
+
+
+@dataclass
+class IDSPAMMeanPoolConfig(IDSPAMConfig):
+    """The paper's ablation (Table 3): the masked mean of E instead of self-attention."""
+
+    name: str = "idspam_meanpool"
+    attention: bool = False
+
+    peft_type = "IDSPAM_MEANPOOL"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.attention:
+            raise UserError("method=idspam_meanpool is the ablation without attention; it needs method.attention=false")
+
 
 class IDSPAMGenerator(PromptMethod):
     """Input-dependent prompt: (B, L, n) token embeddings -> (B, t, n) prompt."""
 
     def __init__(self, cfg: IDSPAMConfig, hidden_size: int):
-        super().__init__()
-        cfg.check()
-        cfg.check_hidden(hidden_size)
-        self.cfg = cfg
+        super().__init__(cfg)
         n, t, c = hidden_size, cfg.prompt_length, cfg.bottleneck
         self.hidden_size, self.prompt_length = n, t
         if cfg.attention:

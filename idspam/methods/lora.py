@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ..errors import UserError, check_choice
-from ..injection import LowerStates, PromptInjectedEncoder
+from ..injection import InjectionEngine, LowerStates
 from .base import MethodConfig, PromptMethod, at_least, probability
 
 
@@ -27,60 +28,75 @@ class LoRAConfig(MethodConfig):
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.1
-    # null: the family's attention projections (encoders: query, value; GPT-2: c_attn, its fused q/k/v;
+    # null: PEFT's defaults for the model type (BERT/RoBERTa: query, value; GPT-2: c_attn, its fused q/k/v;
     # Llama-style decoders: q_proj, v_proj)
     target_modules: list[str] | None = None
     bias: str = "none"  # none | all | lora_only (PEFT's option)
 
-    def check(self) -> None:
-        super().check()
+    def __post_init__(self):
+        super().__post_init__()
         at_least("method.r", self.r)
         probability("method.dropout", self.dropout)
         if self.target_modules is not None and not self.target_modules:
             raise UserError("method.target_modules is empty; name the backbone modules to adapt, e.g. [query,value]")
         check_choice("method.bias", self.bias, ("none", "all", "lora_only"))
 
-    def peft_config(self, default_targets: tuple[str, ...] = ("query", "value"), fan_in_fan_out: bool = False):
+    trains_below = True  # the adapted projections sit in every layer
+    has_prompt = False
+
+    @property
+    def reads_embedding_output(self) -> bool:
+        return False
+
+    def build(self, hidden_size: int) -> LoRA:
+        return LoRA(self, hidden_size)
+
+    def peft_config(self, model_type: str | None = None):
+        """PEFT's `LoraConfig` of these options. With `target_modules` null PEFT picks the model type's own
+        defaults (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) and sets `fan_in_fan_out` for GPT-2's
+        Conv1D itself; only where that table has no entry for a supported model type do we name the targets."""
         from peft import LoraConfig
 
-        targets = list(self.target_modules) if self.target_modules else list(default_targets)
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=targets, bias=self.bias, fan_in_fan_out=fan_in_fan_out)
+        targets = list(self.target_modules) if self.target_modules else PEFT_TARGET_GAPS.get(model_type)
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
+                          bias=self.bias)
+
+
+# Supported model types that PEFT 0.21's default-target table lacks (measured: it raises "Please specify
+# `target_modules`"): CamemBERT's layers are RoBERTa's, so RoBERTa's defaults.
+PEFT_TARGET_GAPS = {"camembert": ["query", "value"]}
 
 
 class LoRA(PromptMethod):
-    grad_below = True  # the adapted projections sit in every layer
-
     def __init__(self, cfg: LoRAConfig, hidden_size: int):
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
+        super().__init__(cfg)
         self._peft: tuple = ()  # the PeftModel wrapping the backbone (kept out of this module's children)
 
     @property
     def peft_model(self):
         if not self._peft:
-            raise RuntimeError("LoRA.attach(encoder) has not been called")
+            raise RuntimeError("LoRA.attach(engine) has not been called")
         return self._peft[0]
 
-    def attach(self, encoder: PromptInjectedEncoder) -> None:
+    def attach(self, engine: InjectionEngine) -> None:
         from peft import get_peft_model
 
         try:
             with warnings.catch_warnings():  # a transformers deprecation that PEFT triggers; not ours to fix
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                self._peft = (get_peft_model(encoder.base, self.cfg.peft_config(
-                    encoder.layout.lora_targets, encoder.layout.conv1d)),)  # injects into encoder.base
+                warnings.filterwarnings("ignore", message=".*fan_in_fan_out is set to False.*")  # GPT-2's Conv1D
+                config = self.cfg.peft_config(engine.config.model_type)
+                self._peft = (get_peft_model(engine.base, config),)  # injects into engine.base
         except ValueError as e:
-            names = sorted({name.rsplit(".", 1)[-1] for name, m in encoder.base.named_modules()
-                            if isinstance(m, nn.Linear)})
-            raise UserError(f"method.target_modules={list(self.cfg.target_modules or encoder.layout.lora_targets)} do not match the backbone's "
-                            f"layers; linear modules there: {', '.join(names)}") from e
+            names = sorted({name.rsplit(".", 1)[-1] for name, m in engine.base.named_modules()
+                            if isinstance(m, nn.Linear | Conv1D)})
+            raise UserError(f"method.target_modules={self.cfg.target_modules} do not match the backbone's layers; "
+                            f"linear modules there: {', '.join(names)}") from e
 
-    def backbone_modules(self, encoder: PromptInjectedEncoder) -> list[nn.Module]:
+    def backbone_modules(self, engine: InjectionEngine) -> list[nn.Module]:
         from peft.tuners.lora import LoraLayer
 
-        return [m for m in encoder.base.modules() if isinstance(m, LoraLayer)]
+        return [m for m in engine.base.modules() if isinstance(m, LoraLayer)]
 
     def save_adapter(self, folder: str | Path) -> None:
         self.peft_model.save_pretrained(str(folder))

@@ -29,18 +29,25 @@ class LPTConfig(MethodConfig):
     dropout: float = 0.1
     static: bool = False  # a static late prompt instead of the generator
 
-    def check(self) -> None:
-        super().check()
+    peft_type = "IDSPAM_LPT"
+
+    def __post_init__(self):
+        super().__post_init__()
         at_least("method.prompt_length", self.prompt_length)
         at_least("method.bottleneck", self.bottleneck)
         probability("method.dropout", self.dropout)
 
+    @property
+    def reads_embedding_output(self) -> bool:
+        return False  # the hidden state entering m
+
+    def build(self, hidden_size: int) -> LatePrompt:
+        return LatePrompt(self, hidden_size)
+
 
 class LatePrompt(PromptMethod):
     def __init__(self, cfg: LPTConfig, hidden_size: int):
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
+        super().__init__(cfg)
         n, t = hidden_size, cfg.prompt_length
         self.shape = (t, n)
         if cfg.static:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import check_choice
-from ..injection import LowerStates, PromptInjectedEncoder
+from ..injection import InjectionEngine, LowerStates
 from .base import MethodConfig, PromptMethod, at_least, batch_prompt, probability
 
 INITS = ("vocab", "random")
@@ -30,36 +30,43 @@ class PromptTuningConfig(MethodConfig):
     seed_vocab_ids: list[int] | None = None  # init=vocab: these token ids instead of a random draw
     dropout: float = 0.0  # on the prompt vectors while training (Lester et al. use none)
 
-    def check(self) -> None:
-        super().check()
+    peft_type = "IDSPAM_PROMPT_TUNING"
+
+    def __post_init__(self):
+        super().__post_init__()
         at_least("method.prompt_length", self.prompt_length)
         probability("method.dropout", self.dropout)
         check_choice("method.init", self.init, INITS)
 
+    @property
+    def reads_embedding_output(self) -> bool:
+        return False
 
-def vocab_init(encoder: PromptInjectedEncoder, t: int, ids: list[int] | None = None) -> torch.Tensor:
+    def build(self, hidden_size: int) -> PromptTuning:
+        return PromptTuning(self, hidden_size)
+
+
+def vocab_init(engine: InjectionEngine, t: int, ids: list[int] | None = None) -> torch.Tensor:
     """(t, n): the embedding output of t vocabulary tokens (`ids`, repeated as needed, or drawn at
     random), so that the prompt starts where real tokens live at the injection point (m = 0)."""
-    table = encoder.word_embedding_table
+    table = engine.word_embedding_table
     if ids:
         picked = torch.tensor((list(ids) * t)[:t], device=table.device)
     else:
         picked = torch.randint(table.shape[0], (t,), device=table.device)
-    return encoder.embedding_output(picked[None])[0]
+    return engine.embedding_output(picked[None])[0]
 
 
 class PromptTuning(PromptMethod):
     def __init__(self, cfg: PromptTuningConfig, hidden_size: int):
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.prompt = nn.Parameter(torch.empty(cfg.prompt_length, hidden_size).uniform_(-cfg.init_range, cfg.init_range))
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def attach(self, encoder: PromptInjectedEncoder) -> None:
+    def attach(self, engine: InjectionEngine) -> None:
         if self.cfg.init != "vocab":
             return
-        self.prompt.data.copy_(vocab_init(encoder, self.cfg.prompt_length, self.cfg.seed_vocab_ids))
+        self.prompt.data.copy_(vocab_init(engine, self.cfg.prompt_length, self.cfg.seed_vocab_ids))
 
     def forward(self, states: LowerStates) -> torch.Tensor:
         return self.dropout(batch_prompt(self.prompt, states))

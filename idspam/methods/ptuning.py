@@ -28,8 +28,10 @@ class PTuningConfig(MethodConfig):
     encoder_num_layers: int = 2  # lstm only
     encoder_dropout: float = 0.0  # lstm only
 
-    def check(self) -> None:
-        super().check()
+    peft_type = "IDSPAM_PTUNING"
+
+    def __post_init__(self):
+        super().__post_init__()
         at_least("method.prompt_length", self.prompt_length)
         check_choice("method.reparameterization", self.reparameterization, REPARAMETERIZATIONS)
         if self.encoder_hidden_size is not None:
@@ -37,15 +39,20 @@ class PTuningConfig(MethodConfig):
         at_least("method.encoder_num_layers", self.encoder_num_layers)
         probability("method.encoder_dropout", self.encoder_dropout)
 
+    @property
+    def reads_embedding_output(self) -> bool:
+        return False
+
+    def build(self, hidden_size: int) -> PTuning:
+        return PTuning(self, hidden_size)
+
 
 class PTuning(PromptMethod):
     def __init__(self, cfg: PTuningConfig, hidden_size: int):
         from peft import PromptEncoderConfig
         from peft.tuners.p_tuning import PromptEncoder
 
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.encoder = PromptEncoder(PromptEncoderConfig(
             task_type=None,
             num_virtual_tokens=cfg.prompt_length,

@@ -32,8 +32,8 @@ class SMoPConfig(MethodConfig):
     router_noise: float = 0.0  # std of the Gaussian perturbation of the router logits (training only)
     init_range: float = 0.5
 
-    def check(self) -> None:
-        super().check()
+    def __post_init__(self):
+        super().__post_init__()
         at_least("method.prompt_length", self.prompt_length)
         at_least("method.num_prompts", self.num_prompts)
         at_least("method.top_k", self.top_k)
@@ -43,12 +43,17 @@ class SMoPConfig(MethodConfig):
             raise UserError(f"method.balance_coef={self.balance_coef} and method.router_noise={self.router_noise} "
                             "must be at least 0")
 
+    @property
+    def reads_embedding_output(self) -> bool:
+        return False  # the word embeddings
+
+    def build(self, hidden_size: int) -> SparsePromptMixture:
+        return SparsePromptMixture(self, hidden_size)
+
 
 class SparsePromptMixture(PromptMethod):
     def __init__(self, cfg: SMoPConfig, hidden_size: int):
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
+        super().__init__(cfg)
         K, t, n = cfg.num_prompts, cfg.prompt_length, hidden_size
         self.prompts = nn.Parameter(torch.empty(K, t, n).uniform_(-cfg.init_range, cfg.init_range))
         self.router = nn.Linear(n, K)

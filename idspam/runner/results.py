@@ -2,69 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import lightning as L
 
-PACKAGES = ("idspam", "torch", "lightning", "transformers", "datasets", "torchmetrics", "hydra-core", "peft", "wandb")
-
-
-def default_mode(directory: bool = False) -> int:
-    """The permissions a plain open()/mkdir() would give (temporary files are created private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
-
-
-def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def git_commit() -> str | None:
-    """The commit of the idspam checkout (with '-dirty' for uncommitted changes), if it is one."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        if commit.returncode:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return commit.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
+from ..files import atomic_write_json, now_iso
 
 
 class ResultsWriter(L.Callback):
@@ -155,7 +98,7 @@ class ResultsWriter(L.Callback):
         self.results["error"] = f"{type(exception).__name__}: {exception}"
         if interrupted:
             self.results["stopped_at"] = progress(trainer)
-        self.results["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.results["ended_at"] = now_iso()
         self.write()
 
     # saved in every checkpoint, so a resumed run continues its results where the checkpoint stands

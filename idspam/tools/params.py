@@ -14,9 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-import torch
-
-from .errors import UserError
+from ..errors import UserError
 from .paper import TABLE_12, TABLE_13
 
 DEFAULT_MODELS = ("roberta_base", "roberta_large")
@@ -60,40 +58,16 @@ def count(overrides: list[str]) -> tuple[int, int]:
 
 
 def count_all(overrides: list[str]) -> dict:
-    """`PromptModel.parameter_counts()` of the run the overrides describe."""
-    from hydra import compose, initialize_config_dir
+    """`PromptModel.parameter_counts()` of the run the overrides describe (counted on the meta device)."""
+    from ..config import HeadConfig, ModelConfig, TaskConfig, typed
+    from ..methods import method_config
+    from ..model import count_on_meta
+    from ..runner.compose import compose
+    from ..tasks import get_spec
 
-    from .config import HeadConfig, ModelConfig, TaskConfig, typed
-    from .methods import method_config
-    from .run import CONF_DIR
-    from .tasks import get_spec
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose(overrides)
     return count_on_meta(typed(cfg.model, ModelConfig, "model"), method_config(cfg.method),
                          typed(cfg.head, HeadConfig, "head"), get_spec(typed(cfg.task, TaskConfig, "task")))
-
-
-def count_on_meta(model_cfg, method_cfg, head_cfg, spec) -> dict:
-    """`PromptModel.parameter_counts()` of the model a run builds, on the architecture with random
-    weights on the meta device (no download, no memory)."""
-    from dataclasses import replace
-
-    from .backbone import load_backbone, load_config
-    from .heads import ClassificationHead
-    from .injection import PromptInjectedEncoder
-    from .methods import build_method
-    from .model import PromptModel
-
-    model_cfg = replace(model_cfg, pretrained=False)
-    config = load_config(model_cfg)
-    with torch.device("meta"):
-        encoder = PromptInjectedEncoder(load_backbone(model_cfg, config).base)
-        method = build_method(method_cfg, encoder.hidden_size)
-        method.attach(encoder)
-        head = (ClassificationHead(encoder.hidden_size, spec.num_labels, head_cfg.dropout, head_cfg.dense)
-                if head_cfg.type == "cls" else torch.nn.Identity())  # head=mlm / lm trains nothing
-        return PromptModel(encoder, method, head, 0).parameter_counts()
 
 
 def table(models: list[str], extra: list[str], include_head: bool = False) -> str:
@@ -162,7 +136,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .run import check_group_choices
+    from ..runner.compose import check_group_choices
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     models = [m for name in (args.model or DEFAULT_MODELS) for m in name.split(",") if m]

@@ -14,7 +14,7 @@ from torchmetrics.classification import (
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
 from torchmetrics.utilities import dim_zero_cat
 
-from .tasks import TaskSpec
+from ..tasks import TaskSpec
 
 
 class GroupMetrics(Metric):

@@ -44,17 +44,20 @@ import logging
 import os
 import time
 import weakref
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .injection import LowerStates
+from .. import tasks
+from ..backbone import DTYPES
+from ..files import digest
+from ..injection import LowerStates
 
 log = logging.getLogger(__name__)
 
 MAGIC = 0x1D5BA7C0FFEE1234
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RAW = {4: np.int32, 2: np.int16}  # the files hold raw bits; torch views them as the storage dtype
 FORMAT = 2  # of the on-disk layout; part of the key
 
@@ -74,14 +77,6 @@ class CachedLowerStates(LowerStates):
     @embeddings.setter
     def embeddings(self, value: torch.Tensor | None) -> None:
         self._embeddings = value
-
-
-def reads_embedding_output(method_cfg) -> bool:
-    """Does the method read `LowerStates.embeddings` (the embedding output) at m > 0? Unknown methods: yes."""
-    name = getattr(method_cfg, "name", "")
-    if name.startswith("idspam"):
-        return getattr(method_cfg, "embedding_source", "word") == "full"
-    return name not in ("lpt", "smop", "prompt_tuning", "ptuning")
 
 
 class LowerCache:
@@ -170,7 +165,7 @@ class LowerCache:
         theirs = {k: info.get(k) for k in mine}
         if theirs != mine or not np.array_equal(np.load(folder / "lengths.npy"), self.lengths):
             raise RuntimeError(f"the lower-stack cache in {folder} holds {theirs}, this run needs {mine} (or other "
-                               "lengths); remove it: python -m idspam.cache clear --key " + folder.name)
+                               "lengths); remove it: python -m idspam cache clear --key " + folder.name)
         os.utime(folder / "meta.json")  # last use, for `idspam.cache list` / `clear --older-than`
 
     def refresh(self) -> None:
@@ -292,7 +287,7 @@ class LowerCache:
             if self._pending_bytes >= self.flush_bytes or self.present.all():
                 self.flush()
 
-    def get(self, index: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoder,
+    def get(self, index: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, engine,
             dtype: torch.dtype) -> LowerStates:
         idx = index.cpu().numpy()
         device = input_ids.device
@@ -312,4 +307,57 @@ class LowerCache:
             out[part] = dense
         hidden = out["hidden"]
         embeddings = hidden if self.same else out.get("embeddings")
-        return CachedLowerStates(input_ids, attention_mask, embeddings, hidden, _encoder=encoder)
+        return CachedLowerStates(input_ids, attention_mask, embeddings, hidden, _engine=engine)
+
+
+def make_lower_cache(run, data, backbone_config, model=None, split: str = "train") -> LowerCache:
+    """The compact lower-stack cache (idspam/lower_cache.py) of one split: `train` (rows by the training
+    batches' `index`) or an evaluation split's key (rows by `row`, the example's place in its file). In memory
+    when it fits cache_lower_memory_gb, else on disk under cache_dir/lower/<key>, shared by every process with
+    that key."""
+    import transformers
+
+    from .. import __version__
+
+    n, rows = backbone_config.hidden_size, len(data.splits[split])
+    lengths = split_lengths(data.splits[split], split)
+    compute = next(model.parameters()).dtype if model is not None else torch.float32
+    dtype = compute if run.cache_lower_dtype == "auto" else DTYPES[run.cache_lower_dtype]
+    store_embeddings = run.layer > 0 and run.method.reads_embedding_output
+    size_gb = sum(lengths) * n * dtype.itemsize * (2 if store_embeddings else 1) / 2**30
+    folder, meta = None, {}
+    if size_gb > run.cache_lower_memory_gb:
+        if split == "train":
+            split_run, split_spec, source, tokenize = run, run.spec, "train", data.tokenize
+        else:
+            ev = next(ev for ev in data.evals if ev.key == split)
+            split_run, split_spec, source, tokenize = ev.run, ev.spec, ev.split, data.tokenizer_for(ev.run, ev.spec)
+        meta = {
+            "model": asdict(run.model), "seed": None if run.model.pretrained else run.seed, "layer": run.layer,
+            "compute_dtype": str(compute), "storage_dtype": str(dtype), "store_embeddings": store_embeddings,
+            "attn_implementation": getattr(backbone_config, "_attn_implementation", None),
+            "tokenize": tokenize.key(), "rows": rows, "subsample": [run.task.max_train_samples, run.seed],
+            "task": split_spec.name, "split": split, "task_config": asdict(split_run.task),
+            "data": tasks.source_fingerprint(split_spec, split_run.task, source, run.data_dir),
+            "version": __version__, "format": FORMAT, "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
+        folder = Path(run.cache_dir) / "lower" / digest(meta)
+    log.info("cache_lower (%s): %.2f GB (%d real tokens of %d examples, %s, %s), %s", split, size_gb, sum(lengths),
+             rows, str(dtype).removeprefix("torch."),
+             "hidden + embedding output" if store_embeddings else "hidden states",
+             f"on disk in {folder}" if folder else "in memory")
+    return LowerCache(lengths, n, embeddings_are_hidden=run.layer == 0, store_embeddings=store_embeddings,
+                      dtype=dtype, folder=folder, device=run.cache_lower_device, meta={"key": meta})
+
+
+def split_lengths(split_data, split: str) -> list[int]:
+    """Real tokens of each example, in the order of the cache's row numbers: the training split's `index`
+    (its own order), an evaluation split's `row` (file order; the split itself is sorted by length)."""
+    lengths = [len(ids) for ids in split_data["input_ids"]]
+    if split == "train":
+        return lengths
+    out = [0] * len(lengths)
+    for row, length in zip(split_data["row"], lengths, strict=True):
+        out[row] = length
+    return out

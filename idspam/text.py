@@ -1,36 +1,15 @@
-"""Tokenise each split once (cached on disk, keyed by everything that affects the result) and serve
-batches padded to their own longest sequence."""
+"""Text in and out of a backbone: tokenisation (plain, through a verbalizer template, or input + target
+for text-to-text), batch collation (padded on either side), label words, the EOS, and decoding of
+generated tokens. The runner's data module and the library's `load_adapter` both build their inputs here.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
 import re
-import shutil
-import tempfile
-from dataclasses import dataclass, replace
-from pathlib import Path
 
-import datasets
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler
 
-from .config import RunConfig, TaskConfig
 from .errors import UserError
-from .tasks import (
-    TaskSpec,
-    get_spec,
-    load_split,
-    mlm_verbalizer,
-    source_fingerprint,
-    source_split,
-    subsample_limit,
-)
-
-log = logging.getLogger(__name__)
 
 
 def decoder_template(template: str) -> str:
@@ -200,38 +179,6 @@ def label_word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
     return ids
 
 
-def cache_key(parts: dict) -> str:
-    """A short hash of everything that determines a cached artefact."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
-    """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
-    limit = subsample_limit(run.task, split)
-    heldout = run.task.heldout_samples if source_split(split) == "train" else None
-    key = cache_key({
-        "source": source_fingerprint(spec, run.task, split, run.data_dir), "task": spec.name, "split": split,
-        "labels": spec.label_names, "subsample": [limit, run.seed] if limit is not None else None,  # seed picks rows
-        **({"heldout": [heldout, run.task.heldout_seed]} if heldout else {}),
-        **tokenize.key(),
-    })
-    folder = Path(run.cache_dir) / "tokenized" / f"{spec.name}-{split}-{key}"
-    if folder.is_dir():
-        return datasets.load_from_disk(str(folder))
-    rows = load_split(spec, run.task, split, run.data_dir, run.seed)
-    encoded = tokenize.encode_rows(rows) if isinstance(tokenize, TextTokenize) else tokenize(rows["text"])
-    groups = {"group": rows["group"]} if "group" in rows else {}  # COPA / MultiRC: the question of each example
-    ds = datasets.Dataset.from_dict({**encoded, "labels": rows["label"], **groups})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-")
-    try:
-        ds.save_to_disk(tmp)
-        os.replace(tmp, folder)
-    except OSError:  # another process won the race: use its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-    return datasets.load_from_disk(str(folder))
-
-
 class Collate:
     """Pad a list of examples to the batch's longest sequence, on the right or on the left."""
 
@@ -290,180 +237,35 @@ class TextCollate(Collate):
         return batch
 
 
-def by_length(split: datasets.Dataset) -> datasets.Dataset:
-    """An evaluation split in order of length (batches pad to their own longest input: on SST-2 several times
-    fewer pad tokens than in file order), with `row`, each example's place in the file, so per-example
-    outputs go back to file order. Metrics do not depend on the order."""
-    lengths = [len(ids) for ids in split["input_ids"]]
-    return split.add_column("row", list(range(len(split)))).select(sorted(range(len(split)), key=lengths.__getitem__))
 
 
-@dataclass
-class EvalSet:
-    """One evaluation data set: a split of the run's task, or of a zero-shot transfer task."""
+def tokenizer_for(run, spec, head, tokenizer, *, token_types: bool, decoder: bool,
+                  max_positions: int | None = None) -> Tokenize | TextTokenize:
+    """The tokenisation a run's task and head (its `heads.HeadKind`) need: input + target (generative heads),
+    the task's verbalizer template (head=mlm / lm), or the plain texts."""
+    from .tasks import mlm_verbalizer
 
-    key: str  # metric prefix in results.json: "validation", or the transfer task's name
-    spec: TaskSpec
-    split: str
-    run: RunConfig  # the run's config with `task` set to this data set's task
-
-
-def eval_sets(run: RunConfig, spec: TaskSpec) -> list[EvalSet]:
-    """The run's own evaluation splits, then each `eval_tasks` task's (keyed by its name)."""
-    sets = [EvalSet(split, spec, split, run) for split in spec.eval_splits]
-    for name in run.eval_tasks:
-        task = TaskConfig(name=name, max_length=run.task.max_length, max_eval_samples=run.task.max_eval_samples)
-        other = get_spec(task)
-        for split in other.eval_splits:
-            key = name if len(other.eval_splits) == 1 else f"{name}_{split}"
-            sets.append(EvalSet(key, other, split, replace(run, task=task)))
-    return sets
+    if head.generative:
+        template, words = (None, None) if spec.text_to_text else mlm_verbalizer(spec, run.task)
+        return TextTokenize(tokenizer, run.task, eos_token_id(tokenizer, run.head.eos_token), template, words,
+                            max_positions, run.model.name)
+    template = mlm_verbalizer(spec, run.task)[0] if head.verbalizer else None  # each task its own template
+    return Tokenize(tokenizer, run.task.max_length, template, token_types, decoder)
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Batches of similar length (less padding), still random: each epoch shuffles the examples with
-    (seed, epoch), sorts them by length inside windows of `window` batches, and shuffles the batches.
-    Every example appears exactly once per epoch."""
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 50):
-        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
-        self.epoch = 0
-        self.skip = 0  # batches a mid-epoch resume has already trained on (see TaskDataModule.load_state_dict)
-
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
-        span = self.batch_size * self.window
-        batches = []
-        for start in range(0, len(order), span):
-            chunk = sorted(order[start:start + span], key=lambda i: self.lengths[i], reverse=True)
-            batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
-        skip, self.skip = self.skip, 0
-        if skip:
-            continue_generator(self)
-        for b in torch.randperm(len(batches), generator=g).tolist()[skip:]:
-            yield batches[b]
-
-    def resume(self, state: dict) -> None:
-        self.skip, self.rng = state["batches_done"], state.get("torch_rng")
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+def collate_for(spec, head, tokenizer) -> Collate:
+    """Batches padded on the tokenizer's side (generative heads: input + target, and the inputs alone)."""
+    side = getattr(tokenizer, "padding_side", "right")
+    pad = tokenizer.pad_token_id or 0
+    if head.generative:
+        return TextCollate(pad, side)
+    return Collate(pad, spec.is_regression, side)
 
 
-def continue_generator(sampler) -> None:
-    """A resumed epoch's DataLoader iterator drew its worker seed from torch's generator, which the
-    uninterrupted run did before the checkpoint: put the generator back where the checkpoint left it."""
-    if getattr(sampler, "rng", None) is not None:
-        torch.set_rng_state(sampler.rng)
-        sampler.rng = None
-
-
-class ResumableRandomSampler(RandomSampler):
-    """`shuffle=True`'s sampler, with the same order (one seed drawn from torch's global generator when
-    an epoch starts), that remembers the epoch's seed so a mid-epoch checkpoint can continue the epoch:
-    the same order, less the batches already trained on."""
-
-    def __init__(self, data_source, batch_size: int):
-        super().__init__(data_source)
-        self.batch_size, self.epoch_seed, self._resume = batch_size, None, None
-
-    def __iter__(self):
-        if self._resume is not None:  # the epoch's own seed, no draw
-            self.epoch_seed, skip = self._resume["epoch_seed"], self._resume["batches_done"] * self.batch_size
-            self.rng, self._resume = self._resume.get("torch_rng"), None
-            continue_generator(self)
-        else:
-            self.epoch_seed, skip = int(torch.empty((), dtype=torch.int64).random_().item()), 0
-        generator = torch.Generator()
-        generator.manual_seed(self.epoch_seed)
-        yield from torch.randperm(len(self.data_source), generator=generator).tolist()[skip:]
-
-    def resume(self, state: dict) -> None:
-        self._resume = state
-
-
-class TaskDataModule(L.LightningDataModule):
-    def __init__(self, run: RunConfig, spec: TaskSpec, tokenizer, token_types: bool = True, decoder: bool = False,
-                 max_positions: int | None = None):
-        """`max_positions`: the backbone's (head=generate: an input that does not fit is an error)."""
-        super().__init__()
-        self.run, self.spec, self.tokenizer, self.token_types = run, spec, tokenizer, token_types
-        self.decoder, self.max_positions = decoder, max_positions
-        self.generate = run.head.type == "generate"
-        self.tokenize = self.tokenizer_for(run, spec)
-        side = getattr(tokenizer, "padding_side", "right")
-        self.collate = (TextCollate(tokenizer.pad_token_id or 0, side) if self.generate else
-                        Collate(tokenizer.pad_token_id or 0, spec.is_regression, side))
-        self.evals = eval_sets(run, spec)
-        self.splits: dict[str, datasets.Dataset] = {}
-        self.train_sampler = None
-        self._resume: dict | None = None  # a mid-epoch checkpoint's position, for the training sampler
-
-    # mid-epoch checkpoints (preemption, checkpoint_every_n_steps) hold where the epoch's order stands
-    def state_dict(self) -> dict:
-        trainer, sampler = self.trainer, self.train_sampler
-        if trainer is None or sampler is None:
-            return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if not 0 < done < trainer.num_training_batches:
-            return {}  # at an epoch end: the next epoch draws its order as usual
-        return {"batches_done": done, "epoch_seed": getattr(sampler, "epoch_seed", None),
-                "torch_rng": torch.get_rng_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("batches_done"):
-            if self.train_sampler is not None:
-                self.train_sampler.resume(dict(state))
-            else:
-                self._resume = dict(state)
-
-    def tokenizer_for(self, run: RunConfig, spec: TaskSpec) -> Tokenize | TextTokenize:
-        if self.generate:
-            template, words = (None, None) if spec.text_to_text else mlm_verbalizer(spec, run.task)
-            return TextTokenize(self.tokenizer, run.task, eos_token_id(self.tokenizer, run.head.eos_token), template,
-                                words, self.max_positions, run.model.name)
-        template = mlm_verbalizer(spec, run.task)[0] if run.head.type in ("mlm", "lm") else None  # each task its own
-        return Tokenize(self.tokenizer, run.task.max_length, template, self.token_types, self.decoder)
-
-    def setup(self, stage: str | None = None) -> None:
-        if "train" not in self.splits:
-            train = tokenized_split(self.run, self.spec, "train", self.tokenize)
-            self.splits["train"] = train.add_column("index", list(range(len(train))))
-        for ev in self.evals:
-            if ev.key not in self.splits:
-                split = tokenized_split(ev.run, ev.spec, ev.split, self.tokenizer_for(ev.run, ev.spec))
-                self.splits[ev.key] = split if self.generate else by_length(split)
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        size = self.run.data.batch_size if train else self.run.data.eval_batch_size
-        if train and self.run.data.group_by_length:
-            lengths = [len(ids) for ids in self.splits[split]["input_ids"]]
-            sampler = LengthGroupedBatchSampler(lengths, size, self.run.seed)
-            self._track(sampler)
-            return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=self.collate,
-                              num_workers=self.run.data.num_workers)
-        if train:
-            sampler = ResumableRandomSampler(self.splits[split], size)
-            self._track(sampler)
-            return DataLoader(self.splits[split], batch_size=size, sampler=sampler, collate_fn=self.collate,
-                              num_workers=self.run.data.num_workers)
-        return DataLoader(
-            self.splits[split], batch_size=size, shuffle=False, collate_fn=self.collate,
-            num_workers=self.run.data.num_workers,
-        )
-
-    def _track(self, sampler) -> None:
-        self.train_sampler = sampler
-        if self._resume is not None:
-            sampler.resume(self._resume)
-            self._resume = None
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(ev.key, train=False) for ev in self.evals]
+def decode_generated(tokenizer, new_tokens: torch.Tensor, eos_id: int) -> list[str]:
+    """The text of each row of generated tokens, cut at its first EOS."""
+    out = []
+    for row in new_tokens.cpu().tolist():
+        row = row[:row.index(eos_id)] if eos_id in row else row
+        out.append(tokenizer.decode(row, skip_special_tokens=True))
+    return out

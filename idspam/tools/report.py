@@ -25,9 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from ..errors import UserError
+from ..files import atomic_write_text
 from .paper import BEST_LAYERS, BEST_LAYERS_OF, GLUE_TASKS, PAPER, SUPERGLUE_TASKS, ZERO_SHOT_PAIRS
-from .results import atomic_write_text
 
 METHOD_ORDER = ("finetune", "lora", "prompt_tuning", "ptuning", "smop", "lpt", "dept", "idspam", "idspam_meanpool")
 NO_PROMPT = ("lora", "finetune")  # methods without a prompt: no layer to show
@@ -115,7 +115,7 @@ def read_job(job_dir: Path, num: int | None, sweep: Path, overrides: list[str]) 
         job.status, job.error = "running", "no results.json (stopped before training began, or still loading)"
     job.error = results.get("error", job.error)
     if job.status in ("interrupted", "running") and results:
-        from .results import how_far
+        from ..runner.results import how_far
 
         job.how_far = how_far(results)
     run = run_info(results) or saved_config_info(job_dir)
@@ -131,25 +131,22 @@ def describe_unstarted(jobs: list[Job]) -> None:
     todo = [j for j in jobs if j.method is None and j.overrides]
     if not todo:
         return
-    from hydra import compose, initialize_config_dir
-
-    from .run import CONF_DIR
+    from ..runner.compose import compose
 
     composed: dict[tuple, dict | None] = {}  # the seed changes nothing else: compose once per other overrides
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        for job in todo:
-            seeds = [o for o in job.overrides if o.startswith("seed=")]
-            key = tuple(o for o in job.overrides if not o.startswith(("hydra", "seed=")))
-            if key not in composed:
-                try:
-                    composed[key] = config_info(compose("config", overrides=list(key)))
-                except Exception:  # overrides of another checkout's config: listed, without a group
-                    composed[key] = None
-            if composed[key] is not None:
-                info = dict(composed[key])
-                if seeds:
-                    info["seed"] = seeds[-1].partition("=")[2]
-                describe(job, info)
+    for job in todo:
+        seeds = [o for o in job.overrides if o.startswith("seed=")]
+        key = tuple(o for o in job.overrides if not o.startswith(("hydra", "seed=")))
+        if key not in composed:
+            try:
+                composed[key] = config_info(compose(list(key)))
+            except Exception:  # overrides of another checkout's config: listed, without a group
+                composed[key] = None
+        if composed[key] is not None:
+            info = dict(composed[key])
+            if seeds:
+                info["seed"] = seeds[-1].partition("=")[2]
+            describe(job, info)
 
 
 def run_info(results: dict) -> dict | None:
@@ -213,7 +210,7 @@ def describe(job: Job, run: dict) -> None:
 
 def table_metric(task: str) -> str:
     """The metric the paper's table reports for a task (results.json names it `table_metric`)."""
-    from .tasks import SPECS
+    from ..tasks import SPECS
 
     spec = SPECS.get(task)
     return f"{spec.eval_splits[0]}/{spec.metric}" if spec else ""
@@ -463,11 +460,11 @@ def layer_figures(tables, out: Path, num_layers: dict[str, int]) -> list[Path]:
 
 def model_layers(jobs: list[Job]) -> dict[str, int]:
     """Layers per model, from the model configs (for the figure's scaled best-layer range)."""
-    from .run import CONF_DIR
+    from ..runner.compose import conf_dir
 
     layers = {}
     for model in {j.model for j in jobs if j.model}:
-        file = CONF_DIR / "model" / f"{model}.yaml"
+        file = conf_dir() / "model" / f"{model}.yaml"
         if file.is_file():
             n = (yaml.safe_load(file.read_text()) or {}).get("num_layers")
             if n:

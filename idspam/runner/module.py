@@ -1,7 +1,10 @@
-"""The LightningModule: loss (plus a method's auxiliary loss), validation metrics per evaluation split,
-AdamW with warm-up."""
+"""The LightningModule of every method: loss (plus a method's auxiliary loss), validation metrics per
+evaluation split, per-example predictions, AdamW with warm-up."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -9,16 +12,18 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import get_scheduler
 
+from ..config import OptimizerConfig
+from ..errors import UserError
+from ..files import atomic_write_text
+from ..heads import lm_targets
+from ..model import PromptModel
+from ..tasks import TaskSpec
+from ..text import decode_generated
 from .checkpoints import rng_state, set_rng_state
-from .config import OptimizerConfig
-from .errors import UserError
-from .heads import lm_targets
 from .metrics import TaskMetrics, TextMetrics
-from .model import PromptModel
-from .tasks import TaskSpec
 
 
-class PromptTuningModule(L.LightningModule):
+class TuningModule(L.LightningModule):
     def __init__(self, model: PromptModel, spec: TaskSpec, optimizer: OptimizerConfig, lr: float | None = None,
                  evals: list[tuple[str, TaskSpec]] | None = None):
         """`evals`: (metric prefix, task) per validation loader; default: the task's own splits."""
@@ -133,16 +138,11 @@ class PromptTuningModule(L.LightningModule):
     def generate_texts(self, batch) -> list[str]:
         """head=generate: the texts the model generates from the batch's inputs (the head's generation
         settings), each cut at its first EOS."""
-        from .generation import generate
+        from ..generation import generate
 
         head = self.model.head
-        new = generate(self.model, batch["gen_input_ids"], batch["gen_attention_mask"], **head.generation).cpu()
-        eos = head.generation["eos_token_id"]
-        out = []
-        for row in new.tolist():
-            row = row[:row.index(eos)] if eos in row else row
-            out.append(head.tokenizer.decode(row, skip_special_tokens=True))
-        return out
+        new = generate(self.model, batch["gen_input_ids"], batch["gen_attention_mask"], **head.generation)
+        return decode_generated(head.tokenizer, new, head.generation["eos_token_id"])
 
     def on_validation_epoch_end(self) -> None:
         for cache in self.model.eval_caches.values():  # publish the evaluation splits' new rows (disk)
@@ -164,15 +164,9 @@ class PromptTuningModule(L.LightningModule):
         """head=generate: the epoch's validation generations (JSON lines: split, input, target, prediction) to
         <run dir>/predictions/epoch<E>.jsonl, and to <run dir>/predictions.jsonl when the monitored metric is the
         best so far (the epoch whose weights the adapter keeps). Not for the sanity check before training."""
-        import json
-
-        from .results import atomic_write_text
-
         rows, self._generations = [r for split in self._generations for r in split], [[] for _ in self._generations]
         if self.predictions_dir is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
-        from pathlib import Path
-
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         folder = Path(self.predictions_dir)
         (folder / "predictions").mkdir(parents=True, exist_ok=True)
@@ -185,11 +179,6 @@ class PromptTuningModule(L.LightningModule):
         """Classification: every evaluation split's per-example predictions (`pred`: the predicted class, or the
         score of a regression / COPA example), `label` (and `group`), in dev-file order, to
         <run dir>/predictions/epoch<E>.json: what a paired bootstrap over dev examples resamples."""
-        import json
-        from pathlib import Path
-
-        from .results import atomic_write_text
-
         outputs, self._outputs = self._outputs, [{} for _ in self._outputs]
         if self.predictions_dir is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return

@@ -1,9 +1,9 @@
 """List or remove this project's on-disk caches (lower-stack caches, tokenised data sets).
 
-    python -m idspam.cache list                       # every cache: kind, key, size, rows done, last use
-    python -m idspam.cache clear                      # remove every cache not in use by a running job
-    python -m idspam.cache clear --older-than 7       # ... only those unused for 7 days
-    python -m idspam.cache clear --kind lower --key 3f2a...   # one lower-stack cache
+    python -m idspam cache list                       # every cache: kind, key, size, rows done, last use
+    python -m idspam cache clear                      # remove every cache not in use by a running job
+    python -m idspam cache clear --older-than 7       # ... only those unused for 7 days
+    python -m idspam cache clear --kind lower --key 3f2a...   # one lower-stack cache
 
 The cache directory is `--cache-dir`, else `$IDSPAM_CACHE_DIR`, else `~/.cache/idspam` (the runs'
 `cache_dir`). A lower-stack cache that a process has open (it holds the cache's lock) is never
@@ -74,7 +74,7 @@ def entries(cache_dir: Path, kinds=KINDS) -> list[dict]:
 def _journal_rows(log: Path) -> int:
     import numpy as np
 
-    from .lower_cache import MAGIC
+    from ..runner.lower_cache import MAGIC
 
     data = log.read_bytes()
     records = np.frombuffer(data[: len(data) // 16 * 16], dtype=np.uint64).reshape(-1, 2)
@@ -108,7 +108,7 @@ def human(n: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m idspam.cache", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m idspam cache", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("list", "clear"), help="list the caches, or remove them")
     parser.add_argument("--cache-dir", type=Path, default=None,

@@ -10,12 +10,14 @@ import argparse
 import sys
 
 TOOLS = {
-    "run": ("idspam.run", "train and evaluate one configuration, or sweep with -m (Hydra: key=value overrides)"),
-    "report": ("idspam.report", "tables (Markdown, CSV, JSON) and layer figures of sweeps, beside the paper"),
-    "predict": ("idspam.predict", "predict with a trained adapter (PEFT or idspam format); JSONL out"),
-    "bench": ("idspam.bench", "training speed and memory of every method against Hugging Face PEFT"),
-    "params": ("idspam.params", "trainable parameters per method, beside the paper's Table 12"),
-    "protocol": ("idspam.protocol", "the reproduction protocol: tuned learning rates, the claim table with intervals"),
+    "run": ("idspam.runner.app", "train and evaluate one configuration, or sweep with -m (Hydra: key=value overrides)"),
+    "report": ("idspam.tools.report", "tables (Markdown, CSV, JSON) and layer figures of sweeps, beside the paper"),
+    "predict": ("idspam.tools.predict", "predict with a trained adapter (PEFT or idspam format); JSONL out"),
+    "bench": ("idspam.tools.bench.main", "training speed and memory of every method against Hugging Face PEFT"),
+    "params": ("idspam.tools.params", "trainable parameters per method, beside the paper's Table 12"),
+    "protocol": ("idspam.tools.protocol", "the reproduction protocol: tuned learning rates, the claim table with "
+                                          "intervals"),
+    "cache": ("idspam.tools.cache", "list or remove the on-disk caches (tokenised data, lower-stack caches)"),
 }
 
 

@@ -18,12 +18,12 @@ def decode_rows(args: dict) -> list[dict]:
     from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from .bench import model_config, sync
-    from .generation import generate
-    from .heads import VerbalizerHead
-    from .injection import InjectionEngine
-    from .methods import build_method, method_config
-    from .model import PromptModel
+    from ...generation import generate
+    from ...heads import VerbalizerHead
+    from ...injection import InjectionEngine
+    from ...methods import method_config
+    from ...model import PromptModel
+    from .common import model_config, sync
 
     model_cfg, config = model_config(args["model"])
     device = torch.device(args["device"])
@@ -38,7 +38,7 @@ def decode_rows(args: dict) -> list[dict]:
 
     engine = InjectionEngine(getattr(lm, lm.base_model_prefix))
     mid = engine.num_layers // 2
-    method = build_method(method_config({"name": "idspam"}), engine.hidden_size).to(device)
+    method = method_config({"name": "idspam"}).build(engine.hidden_size).to(device)
     method.attach(engine)
     ours = PromptModel(engine, method, VerbalizerHead(lm.lm_head, [0, 1], "last"), mid).eval()
     peft_lm = AutoModelForCausalLM.from_config(config, attn_implementation=model_cfg.attn_implementation).to(device)

@@ -27,7 +27,7 @@ E2E_DEFAULTS = {"e2e_model": "minilm", "e2e_task": "sst2", "e2e_samples": 2000, 
 
 
 def add_e2e_options(parser) -> None:
-    from .cli import positive_int
+    from ..cli import positive_int
 
     group = parser.add_argument_group("end to end (--e2e)")
     add = group.add_argument
@@ -59,10 +59,7 @@ def rows_for(num_layers: int) -> list[tuple[str, dict, bool]]:
 
 
 def compose(args: dict, overrides: dict, work: Path, out: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from .run import CONF_DIR
+    from ...runner.compose import compose as compose_config
 
     items = [f"model={args['e2e_model']}", f"task={args['e2e_task']}", "method=idspam",
              f"task.max_train_samples={args['e2e_samples']}", f"trainer.max_epochs={args['e2e_epochs']}",
@@ -71,13 +68,12 @@ def compose(args: dict, overrides: dict, work: Path, out: str):
     if args.get("data_dir"):
         items.append(f"data_dir={Path(args['data_dir']).expanduser().resolve()}")
     items += [f"{k}={v}" for k, v in overrides.items()]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=items)
+    return compose_config(items)
 
 
 def one_run(args: dict, name: str, overrides: dict, work: Path, k: int) -> dict:
     """Train once from a cold lower cache; wall time, final and best metric, cache bytes per token."""
-    from .run import train
+    from ...runner.train import train
 
     shutil.rmtree(work / "cache" / "lower", ignore_errors=True)  # the first epoch writes the cache again
     out = f"{name.replace(' ', '_').replace('=', '')}-{k}"
@@ -102,8 +98,8 @@ def one_run(args: dict, name: str, overrides: dict, work: Path, k: int) -> dict:
 
 
 def run_e2e(args: dict) -> dict:
-    from .backbone import load_config
-    from .bench import model_config
+    from ...backbone import load_config
+    from .common import model_config
 
     args = {**E2E_DEFAULTS, **{k: v for k, v in args.items() if v is not None}}
     num_layers = load_config(model_config(args["e2e_model"])[0]).num_hidden_layers
@@ -166,7 +162,7 @@ def table_e2e(report: dict) -> str:
 
 
 def main_e2e(args: dict) -> None:
-    from .results import atomic_write_json, package_versions
+    from ...files import atomic_write_json, package_versions
 
     report = run_e2e(args)
     text = table_e2e(report)

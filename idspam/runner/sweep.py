@@ -16,7 +16,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .results import atomic_write_json, atomic_write_text, history_text, how_far
+from ..files import atomic_write_json, atomic_write_text
+from .results import history_text, how_far
 
 log = logging.getLogger("idspam")
 

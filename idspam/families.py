@@ -1,7 +1,7 @@
-"""Per-family layouts: what the one injection engine (`injection.py`) needs to know about a backbone.
+"""Backbone families: what the one injection engine (`injection.py`) needs to know about a backbone.
 
-A layout says, for one family of Hugging Face models, where the parts are and how one span of
-layers is called; the engine owns the loop. Adding a family is adding a layout here:
+A family says, for a set of Hugging Face model types, where the parts are and how one span of
+layers is called; the engine owns the loop. Adding a family is adding a `Family` here:
 
 - `matches(base)`: is this base model (the bare `*Model`, not a `*For...` wrapper) of the family;
 - `word_embedding(base)`: the token embedding table (Gemma's scales inside it);
@@ -69,10 +69,8 @@ def mask_rows(mask, rows: torch.Tensor):
     return gather_rows(mask, rows, dim=2)
 
 
-class Layout:
-    family: str = ""
-    lora_targets: tuple[str, ...] = ()  # LoRA's default target modules on this family
-    conv1d: bool = False
+class Family:
+    name: str = ""  # in messages
     causal: bool = False
     rotary: bool = False  # positions enter inside every layer (the prompt needs position ids there)
     model_types: tuple[str, ...] = ()
@@ -125,11 +123,10 @@ def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     return x.view(*x.shape[:2], -1, head_dim).transpose(1, 2)
 
 
-class EncoderLayout(Layout):
+class EncoderFamily(Family):
     """BERT, RoBERTa, XLM-R and other encoders with `.embeddings` and `.encoder.layer` (post-norm: no final norm)."""
 
-    family = "encoder (BERT/RoBERTa/XLM-R)"
-    lora_targets = ("query", "value")
+    name = "encoder (BERT/RoBERTa/XLM-R)"
     model_types = ("bert", "roberta", "xlm-roberta", "camembert")
 
     def matches(self, base):
@@ -161,12 +158,10 @@ class EncoderLayout(Layout):
                 _heads(attention.value(hidden), attention.attention_head_size))
 
 
-class GPT2Layout(Layout):
+class GPT2Family(Family):
     """GPT-2: wte + wpe (positions once, before block 0), dropout, blocks, ln_f."""
 
-    family = "GPT-2"
-    lora_targets = ("c_attn",)  # the fused q/k/v projection
-    conv1d = True  # GPT-2's projections are Conv1D (weights stored in x out): PEFT's fan_in_fan_out
+    name = "GPT-2"
     causal = True
     model_types = ("gpt2",)
 
@@ -199,14 +194,13 @@ class GPT2Layout(Layout):
         return _heads(keys, attention.head_dim), _heads(values, attention.head_dim)
 
 
-class RotaryDecoderLayout(Layout):
+class RotaryDecoderFamily(Family):
     """Llama-style decoders: embed_tokens, one rotary (cos, sin) per forward, layers called with keywords
     (Gemma2 orders its positional arguments differently), a mask per layer type, final norm."""
 
-    family = "Llama-style decoder (Llama, Qwen2, Qwen3, Mistral, Gemma, Gemma2)"
+    name = "Llama-style decoder (Llama, Qwen2, Qwen3, Mistral, Gemma, Gemma2)"
     causal = True
     rotary = True
-    lora_targets = ("q_proj", "v_proj")
     model_types = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2")
 
     def word_embedding(self, base):
@@ -265,19 +259,18 @@ class RotaryDecoderLayout(Layout):
                 "positions": gather_rows(context["positions"], rows)}
 
 
-LAYOUTS: tuple[Layout, ...] = (EncoderLayout(), GPT2Layout(), RotaryDecoderLayout())
-FAMILIES = tuple(layout.family for layout in LAYOUTS)
+FAMILIES: tuple[Family, ...] = (EncoderFamily(), GPT2Family(), RotaryDecoderFamily())
 
 
-def layout_for(base: nn.Module) -> Layout | None:
-    return next((layout for layout in LAYOUTS if layout.matches(base)), None)
+def family_of(base: nn.Module) -> Family | None:
+    return next((family for family in FAMILIES if family.matches(base)), None)
 
 
-def layout_for_config(config) -> Layout | None:
+def family_for_config(config) -> Family | None:
     """The family from a config alone (checked before any weights load)."""
     model_type = getattr(config, "model_type", None)
-    return next((layout for layout in LAYOUTS if model_type in layout.model_types), None)
+    return next((family for family in FAMILIES if model_type in family.model_types), None)
 
 
 def supported_model_types() -> str:
-    return "; ".join(f"{layout.family}: {', '.join(layout.model_types)}" for layout in LAYOUTS)
+    return "; ".join(f"{family.name}: {', '.join(family.model_types)}" for family in FAMILIES)

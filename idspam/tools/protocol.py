@@ -1,7 +1,7 @@
 """The reproduction protocol's analysis: which learning rate each method gets, whether the paper's claims hold,
 the ablations, the layer figure and the learning curves, from the protocol's sweeps.
 
-    idspam-protocol <tune sweep> --write-tuned conf/tuned/protocol_sst2.yaml   (python -m idspam.protocol ...)
+    idspam-protocol <tune sweep> --write-tuned conf/tuned/protocol_sst2.yaml   (python -m idspam protocol ...)
     idspam-protocol <sweeps...> --out experiments/results/protocol
 
 A sweep belongs to a stage by its experiment name (`protocol_<stage>`: tune, main, layers, ablations, curves);
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write_text
 from . import stats
 from .paper import PAPER
-from .results import atomic_write_text
 
 STAGES = ("tune", "main", "layers", "ablations", "curves")
 BASE = "idspam"  # the method every claim is about

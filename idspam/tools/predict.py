@@ -25,8 +25,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .results import atomic_write_text
+from ..errors import UserError
+from ..files import atomic_write_text
 
 
 def build_parser():
@@ -65,10 +65,10 @@ def input_path(value: str | None) -> tuple[Path, tempfile.TemporaryDirectory | N
 
 def task_spec(predictor, text_columns: list[str] | None):
     """The task whose file layout the input has: the run's task, or (a PEFT adapter) the named text columns."""
-    from .tasks import TaskSpec, get_spec
+    from ..tasks import TaskSpec, get_spec
 
     if "task" in predictor.config:
-        from .api import run_config
+        from ..api import run_config
 
         return get_spec(run_config(predictor.config).task)
     return TaskSpec(name="input", label_names=predictor.label_names, metric="accuracy",
@@ -79,8 +79,8 @@ def predict(adapter: str, input_: str = "-", batch_size: int = 64, device: str =
             text_columns: list[str] | None = None, labels: list[str] | None = None,
             max_new_tokens: int | None = None) -> list[dict]:
     """One output record per input row (see the module's doc)."""
-    from .api import load_adapter
-    from .tasks import read_inputs
+    from ..api import load_adapter
+    from ..tasks import read_inputs
 
     predictor = load_adapter(adapter, device, labels)
     spec = task_spec(predictor, text_columns)
@@ -108,9 +108,9 @@ def predict(adapter: str, input_: str = "-", batch_size: int = 64, device: str =
 
 def generated(predictor, spec, texts, targets, batch_size: int, max_new_tokens: int | None) -> list[dict]:
     """head=generate adapters: one record per input with the generated text (and the target, when known)."""
-    from .api import run_config
-    from .metrics import normalize_text
-    from .tasks import mlm_verbalizer
+    from ..api import run_config
+    from ..runner.metrics import normalize_text
+    from ..tasks import mlm_verbalizer
 
     overrides = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
     outputs = []

@@ -1,4 +1,4 @@
-"""Training speed and memory of every method against Hugging Face PEFT, in one process.
+"""The step benchmark: training speed and memory of every method against Hugging Face PEFT, in one process.
 
     idspam-bench                                   # roberta_base shapes, batch 16, length 128, CPU
     idspam-bench --model roberta_large --device cuda --precision bf16 --out bench.json
@@ -19,25 +19,15 @@ Decoders (`--model gpt2`, `--model llama_small`) get the same rows, PEFT's again
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import UserError
-
-DEFAULTS = {"model": "roberta_base", "batch": 16, "length": 128, "device": "cpu", "precision": "fp32",
-            "steps": 3, "repeats": 5, "warmup": 2, "memory": "subprocess", "out": "bench.json",
-            "quick": False, "rows": "", "seed": 0}
-QUICK = {"model": "tiny", "batch": 4, "length": 16, "steps": 1, "repeats": 2, "warmup": 1, "memory": "inline"}
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+from .common import PRECISIONS, Row, model_config, peak_memory_mb, sync
 
 
 def rows_for(num_layers: int) -> list[tuple[str, str, dict]]:
@@ -60,34 +50,14 @@ def rows_for(num_layers: int) -> list[tuple[str, str, dict]]:
     ]
 
 
-@dataclass
-class Row:
-    name: str
-    step: object  # () -> None: one timed step
-    times: list[float] = field(default_factory=list)
-
-
-def model_config(name: str):
-    from hydra import compose, initialize_config_dir
-
-    from .backbone import load_config
-    from .config import ModelConfig, typed
-    from .run import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={name}", "model.pretrained=false"])
-    model = typed(cfg.model, ModelConfig, "model")
-    return model, load_config(model)
-
-
 def build_row(name: str, kind: str, options: dict, args: dict, shared: dict) -> Row:
     """A row's step function; `shared` holds the frozen backbone the rows that do not change it share."""
-    from .backbone import load_backbone
-    from .heads import ClassificationHead
-    from .injection import PromptInjectedEncoder
-    from .lower_cache import LowerCache, reads_embedding_output
-    from .methods import build_method, method_config
-    from .model import PromptModel
+    from ...backbone import load_backbone
+    from ...heads import ClassificationHead
+    from ...injection import InjectionEngine
+    from ...methods import method_config
+    from ...model import PromptModel
+    from ...runner.lower_cache import LowerCache
 
     device, dtype = torch.device(args["device"]), PRECISIONS[args["precision"]]
     batch, labels = shared["batch"], shared["labels"]
@@ -115,18 +85,14 @@ def build_row(name: str, kind: str, options: dict, args: dict, shared: dict) -> 
         torch.manual_seed(int(args["seed"]))
         import copy
 
-        from .layouts import layout_for_config
-
         two = copy.deepcopy(config)
         two.num_labels = 2
         if two.pad_token_id is None:  # decoders' sequence classifiers look for the last non-pad token
             two.pad_token_id = 0
         hf = AutoModelForSequenceClassification.from_config(two).to(device)
-        layout = layout_for_config(config)
         peft_cfg = (PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=10)
                     if options["peft"] == "prompt_tuning" else
-                    LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1,
-                               target_modules=list(layout.lora_targets), fan_in_fan_out=layout.conv1d))
+                    LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1))  # PEFT's targets
         model = get_peft_model(hf, peft_cfg).train()
         forward = lambda: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],  # noqa: E731
                                 labels=labels).loss
@@ -134,20 +100,20 @@ def build_row(name: str, kind: str, options: dict, args: dict, shared: dict) -> 
         method_name = options["method"]
         mutates = method_name in ("lora", "finetune")
         base = fresh_backbone() if mutates else shared.setdefault("frozen", fresh_backbone())
-        encoder = PromptInjectedEncoder(base)
+        engine = InjectionEngine(base)
         node = {"name": method_name}
         if method_name in ("prompt_tuning", "lora", "finetune"):
             node["layer"] = options["layer"]
         cfg = method_config(node)
-        method = build_method(cfg, encoder.hidden_size).to(device)
-        method.attach(encoder)
-        head = ClassificationHead(encoder.hidden_size, 2, read_at="last" if encoder.causal else "first")
-        model = PromptModel(encoder, method, head.to(device), options["layer"],
+        method = cfg.build(engine.hidden_size).to(device)
+        method.attach(engine)
+        head = ClassificationHead(engine.hidden_size, 2, read_at="last" if engine.causal else "first")
+        model = PromptModel(engine, method, head.to(device), options["layer"],
                             prune_last_layer=options.get("prune", False)).train()
         if options.get("cache"):  # epochs >= 2: every example's lower-stack output is already cached
             lengths = batch["attention_mask"].sum(1).tolist()
-            model.lower_cache = LowerCache(lengths, encoder.hidden_size, embeddings_are_hidden=options["layer"] == 0,
-                                           store_embeddings=options["layer"] > 0 and reads_embedding_output(cfg))
+            model.lower_cache = LowerCache(lengths, engine.hidden_size, embeddings_are_hidden=options["layer"] == 0,
+                                           store_embeddings=options["layer"] > 0 and cfg.reads_embedding_output)
             with torch.no_grad():
                 model({**batch, "index": shared["index"]})
             shared["cache_bytes_per_token"] = model.lower_cache.nbytes() / sum(lengths)  # reported beside the table
@@ -178,44 +144,11 @@ def setup(args: dict) -> dict:
             "index": torch.arange(b, device=device)}
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def peak_memory_mb(row: Row, args: dict, steps: int = 2) -> float:
-    """Peak memory growth (MB) above what is allocated before the row's training steps."""
-    if args["device"].startswith("cuda"):
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        for _ in range(steps):
-            row.step()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - before) / 2**20
-    import psutil
-
-    proc = psutil.Process()
-    before = proc.memory_info().rss
-    peak, done = [before], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    for _ in range(steps):
-        row.step()
-    done.set()
-    thread.join()
-    return (peak[0] - before) / 2**20
-
-
 def memory_in_subprocess(name: str, args: dict) -> float:
     """Each row in a fresh process, so one row's freed memory does not hide another's peak."""
-    argv = [sys.executable, "-m", "idspam.bench", *to_argv(args), "--memory-row", name]
+    from .common import to_argv
+
+    argv = [sys.executable, "-m", "idspam.tools.bench", *to_argv(args), "--memory-row", name]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     if proc.returncode:
         raise RuntimeError(f"memory of {name!r}: {proc.stderr[-2000:]}")
@@ -288,100 +221,3 @@ def run(args: dict) -> list[dict]:
         if "cache_lower" in r["row"] and "cache_bytes_per_token" in shared:
             r["cache_bytes_per_token"] = shared["cache_bytes_per_token"]
     return results
-
-
-def build_parser():
-    from .cli import ArgumentParser, positive_int
-
-    parser = ArgumentParser(prog="idspam-bench", description=__doc__.split("\n\n")[0],
-                            epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    add = parser.add_argument
-    add("--model", help=f"model config (conf/model/<name>.yaml), built with random weights "
-                        f"(default {DEFAULTS['model']}; --quick: {QUICK['model']})")
-    add("--batch", type=positive_int, help=f"examples per step (default {DEFAULTS['batch']})")
-    add("--length", type=positive_int, help=f"tokens per example (default {DEFAULTS['length']})")
-    add("--device", help=f"cpu, cuda, cuda:1... (default {DEFAULTS['device']})")
-    add("--precision", choices=list(PRECISIONS), help=f"(default {DEFAULTS['precision']})")
-    add("--steps", type=positive_int, help=f"training steps per timed repeat (default {DEFAULTS['steps']})")
-    add("--repeats", type=positive_int, help=f"timed repeats; the median is reported (default {DEFAULTS['repeats']})")
-    add("--warmup", type=int, help=f"untimed steps per row first (default {DEFAULTS['warmup']})")
-    add("--memory", choices=("subprocess", "inline", "off"),
-        help=f"peak memory per row in a fresh process, in this one, or not at all (default {DEFAULTS['memory']})")
-    add("--out", help=f"JSON file of the results (default {DEFAULTS['out']})")
-    add("--quick", action="store_true", help="a tiny model and few steps (what the tests run); "
-                                             "options given explicitly still apply")
-    add("--rows", help="comma-separated row names to run (inference and peft prompt_tuning always run); "
-                       "default: every row")
-    add("--seed", type=int, help=f"(default {DEFAULTS['seed']})")
-    add("--memory-row", dest="memory_row", help=argparse.SUPPRESS)  # a memory_in_subprocess child
-    from .bench_e2e import add_e2e_options
-
-    add_e2e_options(parser)  # --e2e: whole training runs with and without cache_lower (bench_e2e.py)
-    add("--decode", action="store_true", default=None,
-        help="decode speed instead: tokens/s of generate with the prompt at m = N/2 against PEFT prompt tuning "
-             "and no prompt, on a decoder (--model gpt2, llama_small; bench_decode.py)")
-    add("--new-tokens", dest="new_tokens", type=positive_int, help="--decode: tokens generated per input (default 32)")
-    return parser
-
-
-def parse(argv: list[str]) -> dict:
-    """The options as a dict (DEFAULTS' keys; --quick fills what was not given from QUICK)."""
-    given = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
-    quick = given.pop("quick", False)
-    args = {**DEFAULTS, **(QUICK if quick else {}), **given, "quick": quick}
-    if args["device"].startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args['device']} but no CUDA device is available")
-    return args
-
-
-def to_argv(args: dict) -> list[str]:
-    """The command-line options that `parse` turns back into `args`."""
-    argv = []
-    for key, value in args.items():
-        if key == "quick":
-            argv += ["--quick"] if value else []
-        elif key != "memory_row":
-            argv += [f"--{key.replace('_', '-')}", str(value)]
-    return argv
-
-
-def main(argv: list[str] | None = None) -> None:
-    try:
-        args = parse(list(sys.argv[1:] if argv is None else argv))
-        if "memory_row" in args:  # child process of memory_in_subprocess
-            name = args.pop("memory_row")
-            shared = setup(args)
-            spec = next(s for s in rows_for(shared["config"].num_hidden_layers) if s[0] == name)
-            row = build_row(*spec, args, shared)
-            print(peak_memory_mb(row, args))  # from the loaded model: optimizer state, grads, activations
-            return
-        if args.pop("e2e", None):
-            from .bench_e2e import main_e2e
-
-            return main_e2e(args)
-        if args.pop("decode", None):
-            from .bench_decode import decode_rows, decode_table
-
-            args.setdefault("new_tokens", 32)
-            results = decode_rows(args)
-            text = decode_table(results, args)
-            return finish(args, results, text)
-        results = run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    finish(args, results, table(results, args))
-
-
-def finish(args: dict, results: list[dict], text: str) -> None:
-    print(text)
-    out = Path(args["out"])
-    from .results import atomic_write_json, package_versions
-
-    atomic_write_json(out, {"args": args, "rows": results, "table": text, "versions": package_versions(),
-                            "torch_threads": torch.get_num_threads()})
-    print(f"\nwritten: {out}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

@@ -21,14 +21,11 @@ flock the kernel drops when the process dies) keeps two processes out of one run
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import random
-import shutil
 import signal
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +35,10 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from .errors import UserError
+from ..errors import UserError
+from ..files import default_mode
 
 log = logging.getLogger("idspam")
-
-# config sections that must match for a resume to continue the same run
-RESUME_KEYS = ("task", "model", "method", "head", "optimizer", "data", "trainer", "layer", "seed", "data_dir")
-
 
 def rng_state() -> dict:
     """Every generator the training loop draws from, in weights_only-loadable types."""
@@ -76,27 +70,6 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         raise UserError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-
-
-def resume_checkpoint(run_dir: str, fingerprint: dict) -> Path | None:
-    """The `last.ckpt` of `run_dir`, after checking that it belongs to a run with this configuration;
-    None for a run killed before its first checkpoint (it starts again from the beginning)."""
-    folder = Path(run_dir).expanduser()
-    path = folder / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        if (folder / "results.json").is_file():
-            log.warning("resume=%s: the run has no checkpoint yet; starting it from the beginning", run_dir)
-            return None
-        raise UserError(f"resume={run_dir!r}: no checkpoint at {str(path)!r} (a run dir written by idspam.run, "
-                        "with checkpoints/last.ckpt, is needed)")
-    stored = load_checkpoint(path).get("idspam") or {}
-    differ = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
-    if differ:
-        first = differ[0]
-        raise UserError(f"resume={run_dir!r}: the configuration differs from the checkpoint's in {differ}; e.g. "
-                        f"{first}: checkpoint {stored.get(first)!r}, now {fingerprint.get(first)!r}. Resume with the "
-                        "same overrides as the original run")
-    return path
 
 
 # ---------------------------------------------------------------------------------------- preemption
@@ -184,7 +157,7 @@ class StopCheckpoint(L.Callback):
 
     def __init__(self, folder: Path, stop: StopOnSignal, every_n_steps: int | None = None, save: bool = True):
         self.path, self.stop, self.every_n_steps, self.save = Path(folder) / "last.ckpt", stop, every_n_steps, save
-        self.stopping, self.saved_step = False, None
+        self.stopping, self.saved_step, self.stop_next_epoch = False, None, False
 
     def _save(self, trainer) -> None:
         if self.save:
@@ -209,8 +182,13 @@ class StopCheckpoint(L.Callback):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # Lightning raises after every on_train_epoch_end hook, so after the epoch's last.ckpt
+        # the epoch's own checkpoints are written after this hook (Lightning runs ModelCheckpoint last): the run
+        # stops when the next epoch starts, with the whole epoch saved
         if not self._finishing(trainer) and self._requested(trainer):
+            self.stop_next_epoch = True
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.stop_next_epoch:
             self._stop(trainer)
 
     @staticmethod
@@ -222,8 +200,12 @@ class StopCheckpoint(L.Callback):
                     or (epoch_end and last_epoch))
 
     def _stop(self, trainer) -> None:
+        """End the run here: Lightning hands the exception to every callback's `on_exception` (results.json
+        says interrupted) and re-raises it out of `fit`."""
         self.stopping = True
-        trainer._signal_connector.received_sigterm = True  # Lightning's loops raise SIGTERMException next
+        where = (f"at step {trainer.global_step} of {int(trainer.estimated_stepping_batches)} (epoch "
+                 f"{trainer.current_epoch}), checkpoint {'saved' if self.save else 'off'}")
+        raise RunInterrupted(self.stop.signum or signal.SIGTERM, where)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.stop.phase = "done"
@@ -243,17 +225,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, default_mode())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class RunLock:
@@ -285,105 +261,3 @@ class RunLock:
             os.close(self.fd)  # releases the lock; the file stays (removing it would race a new holder)
             self.fd = None
         return False
-
-
-# ---------------------------------------------------------------------------------------- resume=auto
-
-def fingerprint_of(config: dict) -> dict:
-    """The RESUME_KEYS of a resolved config (a run's `config` in results.json, or the current one), in
-    JSON-normal form; trainer.default_root_dir (the run dir itself) left out."""
-    fingerprint = {key: config.get(key) for key in RESUME_KEYS}
-    if isinstance(fingerprint.get("trainer"), dict):
-        fingerprint["trainer"] = {k: v for k, v in fingerprint["trainer"].items() if k != "default_root_dir"}
-    return json.loads(json.dumps(fingerprint, default=str))
-
-
-def differences(stored: dict, current: dict) -> list[str]:
-    """The dotted keys (one level down) where two fingerprints differ."""
-    out = []
-    for key in sorted(set(stored) | set(current)):
-        a, b = stored.get(key), current.get(key)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        else:
-            out.append(key)
-    return out
-
-
-def read_results(folder: Path) -> dict | None:
-    path = Path(folder) / "results.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {"status": "unreadable"}
-
-
-def attempt_record(results: dict) -> dict:
-    """One line of a run's history: how an earlier attempt ended and how far it got."""
-    record = {k: results.get(k) for k in ("status", "error", "stopped_at", "wall_time_s", "ended_at")
-              if results.get(k) is not None}
-    epochs = results.get("epochs") or []
-    record.setdefault("stopped_at", {"epoch": epochs[-1]["epoch"] + 1 if epochs else 0,
-                                     "step": epochs[-1]["step"] if epochs else 0})
-    return record
-
-
-def resume_plan(folder: Path, fingerprint: dict, mode: str) -> dict:
-    """What a job does with its run dir under resume=auto (`mode`) or resume=never:
-    {"action": new | reuse | resume | rerun, "ckpt": last.ckpt or None, "previous": results or None,
-    "history": earlier attempts}. A run dir of another configuration is refused (UserError)."""
-    folder = Path(folder)
-    previous = read_results(folder)
-    if previous is None:
-        return {"action": "new", "ckpt": None, "previous": None, "history": []}
-    history = list(previous.get("history") or [])
-    if previous.get("status") not in ("finished",) or mode == "never":
-        history.append(attempt_record(previous))
-    if mode == "never":
-        return {"action": "rerun", "ckpt": None, "previous": previous, "history": history}
-    if previous.get("status") == "unreadable" or not isinstance(previous.get("config"), dict):
-        return {"action": "rerun", "ckpt": None, "previous": previous, "history": history}
-    differ = differences(fingerprint_of(previous["config"]), fingerprint)
-    if differ:
-        raise ConfigMismatch(f"{str(folder)!r} holds a run of another configuration (differs in "
-                             f"{', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}); use another run/sweep dir, "
-                             "or resume=never to train it again there")
-    status = previous.get("status")
-    if status == "finished" and not previous.get("count_only"):
-        return {"action": "reuse", "ckpt": None, "previous": previous, "history": history}
-    ckpt = folder / "checkpoints" / "last.ckpt"
-    if status in ("interrupted", "running") and ckpt.is_file():
-        return {"action": "resume", "ckpt": ckpt, "previous": previous, "history": history}
-    return {"action": "rerun", "ckpt": None, "previous": previous, "history": history}
-
-
-class ConfigMismatch(UserError):
-    """A run dir holds another configuration's run: refused, and nothing there is touched."""
-
-
-def clear_checkpoints(folder: Path) -> None:
-    """Before training a run dir again from scratch: an old last.ckpt must not be resumed later."""
-    shutil.rmtree(Path(folder) / "checkpoints", ignore_errors=True)
-
-
-def find_run_dir(prefix: str, fingerprint: dict) -> str | None:
-    """resume=auto for a single run: the newest `<prefix>*` run dir (the default run dirs differ only in
-    their time stamp) whose results.json holds this configuration."""
-    base = Path(prefix)
-    parent = base.parent
-    if not parent.is_dir():
-        return None
-    for folder in sorted(parent.glob(base.name + "*"), key=lambda p: p.name, reverse=True):
-        results = read_results(folder)
-        if results and isinstance(results.get("config"), dict) and \
-                not differences(fingerprint_of(results["config"]), fingerprint):
-            return str(folder)
-    return None
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,5 @@
+"""`python -m idspam.tools.bench` (what the step benchmark's memory subprocesses run)."""
+
+from .main import main
+
+main()

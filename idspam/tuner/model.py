@@ -1,0 +1,109 @@
+"""The PEFT tuner of every idspam prompt method (`PEFT_TYPE_TO_TUNER_MAPPING` points each idspam type here):
+it puts a `PromptInjectionLayer` on the backbone instead of replacing target modules, and implements the
+PEFT hooks (trainable parameters, adapter names in saved keys, unload) that a prompt method needs."""
+
+from __future__ import annotations
+
+from peft import PeftConfig
+from peft.tuners.tuners_utils import BaseTuner
+from peft.utils.other import set_additional_trainable_modules
+from torch import nn
+
+from ..errors import UserError
+from .config import PromptInjectionConfig
+from .layer import ATTRIBUTE, PromptInjectionLayer, _attach, _detach, backbone_of
+
+PREFIX = "idspam_"
+
+
+class PromptInjectionModel(BaseTuner):
+    """The PEFT tuner of every idspam prompt method (PEFT_TYPE_TO_TUNER_MAPPING points each type here)."""
+
+    prefix: str = PREFIX
+    tuner_layer_cls = PromptInjectionLayer
+    target_module_mapping: dict = {}
+
+    def _create_and_replace(self, *args, **kwargs):  # BaseTuner's abstract hook; inject_adapter does the work
+        raise NotImplementedError
+
+    def _check_target_module_exists(self, *args, **kwargs):
+        return False
+
+    def _pre_injection_hook(self, model: nn.Module, config: PeftConfig, adapter_name: str) -> None:
+        """Without a task_type, a `*ForSequenceClassification` model gets what PEFT gives it under SEQ_CLS: its
+        classifier trains and is saved (modules_to_save)."""
+        if config.task_type is None and type(model).__name__.endswith("ForSequenceClassification"):
+            config.task_type = "SEQ_CLS"
+            heads = [name for name in ("classifier", "score") if isinstance(getattr(model, name, None), nn.Module)]
+            config.modules_to_save = list(dict.fromkeys([*(config.modules_to_save or []), *heads]))
+        elif config.task_type is None and type(model).__name__.endswith("ForCausalLM"):
+            config.task_type = "CAUSAL_LM"
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, autocast_adapter_dtype: bool = True,
+                       low_cpu_mem_usage: bool = False, state_dict=None) -> None:
+        config = self.peft_config[adapter_name]
+        if not isinstance(config, PromptInjectionConfig):
+            raise UserError(f"adapter {adapter_name!r} is a {type(config).__name__}; a PeftModel of idspam prompt "
+                            "methods holds only idspam prompt adapters (no LoRA beside them)")
+        self._check_new_adapter_config(config)
+        backbone = backbone_of(model)
+        layer = _attach(backbone, config.prompt_positions)
+        layer.update_layer(adapter_name, config)
+        self.targeted_module_names.append(ATTRIBUTE)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+        self._mark_only_adapters_as_trainable(model)
+        set_additional_trainable_modules(model=model, peft_config=config, model_config=BaseTuner.get_model_config(self),
+                                         adapter_name=adapter_name, activate_adapter=adapter_name in self.active_adapters)
+        backbone.train(backbone.training)  # apply backbone_mode now
+        generation = getattr(model, "generation_config", None)
+        if generation is not None and getattr(generation, "use_cache", None) is not False:
+            self._use_cache = generation.use_cache  # generate() recomputes the whole sequence each step
+            generation.use_cache = False
+
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        """Freeze everything but the prompt methods (whose requires_grad `set_adapter` sets) and PEFT's auxiliary
+        modules (modules_to_save, which manage their own). PEFT's version reads `config.bias` as LoRA's option,
+        which LPT's `bias` (a bool) is not."""
+        from peft.utils import AuxiliaryTrainingWrapper
+
+        aux = [name + "." for name, m in model.named_modules() if isinstance(m, AuxiliaryTrainingWrapper)]
+        for name, param in model.named_parameters():
+            if f".{ATTRIBUTE}.idspam_prompt." in f".{name}" or any(name.startswith(a) for a in aux):
+                continue
+            param.requires_grad = False
+
+    @classmethod
+    def _get_learnable_bias_state_dict(cls, model, state_dict, config) -> dict:
+        return {}  # no base-model biases train (LPT's `bias` is its generator's, saved with the method)
+
+    def disable_adapter_layers(self) -> None:
+        self._enable_adapter_layers(enabled=False)  # PEFT's version warns about LoRA's `bias` option
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """`...idspam_prompt.<adapter>.up.weight` -> `...idspam_prompt.up.weight` (a whole method sits under
+        the adapter name, so the name is not second to last as PEFT's default mapping expects)."""
+        marker = f".idspam_prompt.{adapter_name}."
+        if marker in key:
+            return key.replace(marker, ".idspam_prompt.", 1)
+        return super()._remove_adapter_name_from_key(key, adapter_name)
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        """The prompt method already has the backbone's dtype (its output joins the backbone's hidden states)."""
+
+    def _check_merge_allowed(self):
+        raise UserError("an idspam prompt adapter cannot be merged into the weights (it is input-dependent); "
+                        "use unload() to get the base model back")
+
+    def unload(self) -> nn.Module:
+        """The base model without the prompt layer, its forward (and generation's use_cache) restored."""
+        _detach(backbone_of(self.model))
+        if hasattr(self, "_use_cache"):
+            self.model.generation_config.use_cache = self._use_cache
+        return self.model
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        layer = getattr(backbone_of(self.model), ATTRIBUTE, None)
+        if layer is not None and not layer.idspam_prompt:
+            _detach(backbone_of(self.model))
