@@ -1,6 +1,7 @@
-"""Copy what the report reads from a sweep dir (no checkpoints, adapters or logs) so it can be committed:
+r"""Copy what the report reads from a sweep dir (no checkpoints, adapters or logs) so it can be committed:
 
-    python experiments/archive_sweep.py outputs/multiruns/cpu_repro/<time> experiments/results/cpu_repro/sweeps/cpu_repro
+    python experiments/archive_sweep.py outputs/multiruns/cpu_repro/<time> \
+        experiments/results/cpu_repro/sweeps/cpu_repro
 
 multirun.yaml and summary.md of the sweep, and results.json and .hydra/overrides.yaml of every job, and its
 per-example dev predictions at the best epoch (predictions/epoch<E>.json: the protocol's paired bootstrap).

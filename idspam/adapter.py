@@ -37,7 +37,8 @@ from .files import default_mode, package_versions
 
 FORMAT = "idspam-adapter/2"  # the project's own format
 FORMAT_PEFT = "idspam-peft/1"  # a PEFT folder plus idspam's files
-IDSPAM_CONFIG, IDSPAM_WEIGHTS, HEAD_WEIGHTS = "idspam_adapter.json", "idspam_adapter.safetensors", "idspam_head.safetensors"
+IDSPAM_CONFIG, IDSPAM_WEIGHTS = "idspam_adapter.json", "idspam_adapter.safetensors"
+HEAD_WEIGHTS = "idspam_head.safetensors"
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 OLD_FORMAT, OLD_CONFIG, OLD_WEIGHTS = "idspam-adapter/1", "adapter_config.json", "adapter.safetensors"
 # where a prompt method's tensors sit in a PeftModel of the bare backbone (idspam.tuner)
@@ -146,7 +147,8 @@ def adapter_kind(folder: str | Path) -> str:
             raise UserError(f"{where}: {IDSPAM_CONFIG} cannot be read: {type(e).__name__}: {e}") from None
         if kind in (FORMAT, FORMAT_PEFT):
             return kind
-        raise UserError(f"{where} has format {kind!r}; this version reads {FORMAT_PEFT!r}, {FORMAT!r} and {OLD_FORMAT!r}")
+        raise UserError(f"{where} has format {kind!r}; this version reads {FORMAT_PEFT!r}, {FORMAT!r} and "
+                        f"{OLD_FORMAT!r}")
     if (folder / OLD_CONFIG).is_file():
         try:
             config = json.loads((folder / OLD_CONFIG).read_text())

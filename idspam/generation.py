@@ -84,8 +84,8 @@ def left_padded(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: i
 
 
 @torch.no_grad()
-def generate(model: PromptModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, lm_head: nn.Module | None = None,
-             **kwargs) -> torch.Tensor:
+def generate(model: PromptModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             lm_head: nn.Module | None = None, **kwargs) -> torch.Tensor:
     """The new tokens (B', max_new) that Hugging Face's `generate` picks for this model, prompt at layer m
     (with `return_dict_in_generate=True`, HF's output object, whose sequences include the input).
     `lm_head`: the decoder's frozen LM head (default: the model head's `lm_head`)."""

@@ -38,7 +38,8 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     return True
 
 
-def load_with_hub_fallback(what: str, from_cache: Callable[[], T] | None, from_hub: Callable[[], T], offline_hint: str) -> T:
+def load_with_hub_fallback(what: str, from_cache: Callable[[], T] | None, from_hub: Callable[[], T],
+                           offline_hint: str) -> T:
     """Load from the local cache if possible, else from the hub if it answers, else fail fast.
 
     `what` names the object (e.g. "model 'FacebookAI/roberta-large'"); `offline_hint` says how to

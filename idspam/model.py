@@ -92,7 +92,8 @@ class PromptModel(nn.Module):
         """Load `trained_state_dict()` output; refuse (naming `source`) anything that does not fit."""
         params = {name: p for name, p in self.named_parameters() if p.requires_grad}
         # files written before the engine was named so (idspam 0.1: `encoder.base...`) still load
-        state = {("engine." + k.removeprefix("encoder.")) if k.startswith("encoder.") else k: v for k, v in state.items()}
+        state = {("engine." + k.removeprefix("encoder.")) if k.startswith("encoder.") else k: v
+                 for k, v in state.items()}
         missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
         if missing or unexpected:
             raise UserError(f"{source} does not fit this model: it lacks {missing[:3]} and has extra {unexpected[:3]} "

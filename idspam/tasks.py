@@ -297,7 +297,8 @@ def _parse_label(raw, spec: TaskSpec, path: Path, line: int):
         return spec.label_names.index(text)
     if text.lstrip("-").isdigit() and 0 <= int(text) < spec.num_labels:
         return int(text)
-    raise UserError(f"{path}:{line}: label {text!r} is not in the label set {list(spec.label_names)} of task {spec.name!r}")
+    raise UserError(f"{path}:{line}: label {text!r} is not in the label set {list(spec.label_names)} "
+                    f"of task {spec.name!r}")
 
 
 def _read_examples(spec: TaskSpec, path: Path, need_labels: bool) -> tuple[list[tuple[str, ...]], list | None]:
@@ -420,7 +421,8 @@ def _labels_from_file(task: TaskConfig) -> tuple[str, ...]:
         values = {str(r.get(task.label_column)) for r in rows}
     else:
         if not rows or task.label_column not in rows[0]:
-            raise UserError(f"{path}: missing label column {task.label_column!r}; the header has {rows[0] if rows else []}")
+            raise UserError(f"{path}: missing label column {task.label_column!r}; "
+                            f"the header has {rows[0] if rows else []}")
         j = rows[0].index(task.label_column)
         values = {r[j] for r in rows[1:] if len(r) > j}
     return tuple(sorted(values))
@@ -443,7 +445,8 @@ def _read_hub(spec: TaskSpec, split: str) -> dict[str, list]:
         return datasets.load_dataset(path, name, split=spec.hub_splits.get(source_split(split), source_split(split)))
 
     try:
-        ds = load_with_hub_fallback(f"data set {path!r} ({name}, {split})", load if offline_mode() else None, load, hint)
+        ds = load_with_hub_fallback(f"data set {path!r} ({name}, {split})", load if offline_mode() else None, load,
+                                    hint)
     except UserError:
         raise
     except Exception as e:

@@ -168,8 +168,8 @@ def test_importing_a_module_does_no_work():
 
 def test_the_work_check_catches_a_call_at_import(tmp_path):
     fake = tmp_path / "mod.py"
-    fake.write_text('"""doc"""\nimport os\nlog = os.getcwd()\nos.makedirs("x")\ntry:\n    import y\nexcept ImportError:\n'
-                    '    pass\n')
+    fake.write_text('"""doc"""\nimport os\nlog = os.getcwd()\nos.makedirs("x")\ntry:\n    import y\n'
+                    'except ImportError:\n    pass\n')
     assert work_at_import("x.mod", fake) == ['mod.py:4: os.makedirs(\'x\')', "mod.py:5: try:"]
 
 

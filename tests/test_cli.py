@@ -10,7 +10,8 @@ import sys
 import pytest
 
 TOOLS = ["report", "predict", "bench", "params", "protocol"]
-POSITIONAL = {"report": ["some/sweep"], "predict": ["some/adapter"], "bench": [], "params": [], "protocol": ["some/sweep"]}
+POSITIONAL = {"report": ["some/sweep"], "predict": ["some/adapter"], "bench": [], "params": [],
+              "protocol": ["some/sweep"]}
 
 
 def tool_module(tool: str):

@@ -89,12 +89,14 @@ def test_bad_values_are_named_with_the_valid_ones(compose_cfg, overrides, messag
 def test_missing_data_file_names_the_file_and_what_is_there(compose_cfg, tmp_path):
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")
-    with pytest.raises(UserError, match=r"missing data file '.*RTE/dev.tsv' for task 'rte' \(validation\).*holds \['train.tsv'\]"):
+    with pytest.raises(UserError, match=r"missing data file '.*RTE/dev.tsv' for task 'rte' \(validation\)"
+                                        r".*holds \['train.tsv'\]"):
         validate(compose_cfg("task=rte", f"data_dir={tmp_path}"))
 
 
 def test_unknown_group_choice_names_the_valid_ones():
-    with pytest.raises(UserError, match="unknown model 'bert'; valid: gpt2, gpt2_large, gpt2_medium, gpt2_xl, hf, llama_small, minilm, roberta_base"):
+    with pytest.raises(UserError, match="unknown model 'bert'; valid: gpt2, gpt2_large, gpt2_medium, gpt2_xl, hf, "
+                                        "llama_small, minilm, roberta_base"):
         check_group_choices(["model=bert"])
     with pytest.raises(UserError, match="unknown task 'foo'; valid: boolq, cb, cola, copa, csv, csv_text, demo, imdb"):
         check_group_choices(["-m", "task=rte,foo"])

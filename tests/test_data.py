@@ -84,7 +84,8 @@ def test_bad_files_are_reported_with_file_line_and_value(tmp_path, body, message
 
 def test_csv_task_reads_the_users_files(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"q": "is it?", "a": "yes", "y": "no"}\n{"q": "x", "a": "y", "y": "yes"}\n')
-    cfg = TaskConfig(name="csv", train_file=str(tmp_path / "train.jsonl"), validation_file=str(tmp_path / "train.jsonl"),
+    cfg = TaskConfig(name="csv", train_file=str(tmp_path / "train.jsonl"),
+                     validation_file=str(tmp_path / "train.jsonl"),
                      text_columns=["q", "a"], label_column="y")
     spec = tasks.get_spec(cfg)
     assert spec.label_names == ("no", "yes") and spec.metric == "accuracy"

@@ -55,10 +55,12 @@ def test_run_picks_the_epoch_on_heldout_and_reports_dev_there(tmp_path):
     assert results["best"]["epoch"] == best["epoch"]
     assert results["best"]["metrics"]["validation/accuracy"] == best["validation/accuracy"]
     task = TaskConfig(name="demo", heldout_samples=40, max_eval_samples=32)
-    file_order = {split: load_split(get_spec(task), task, split, None, 42)["label"] for split in (HELDOUT, "validation")}
+    file_order = {split: load_split(get_spec(task), task, split, None, 42)["label"]
+                  for split in (HELDOUT, "validation")}
     for epoch in results["epochs"]:  # per-example predictions of both splits, in file order (evaluated by length)
         preds = json.loads((tmp_path / "predictions" / f"epoch{epoch['epoch']}.json").read_text())
-        assert preds["heldout"]["label"] == file_order[HELDOUT] and preds["validation"]["label"] == file_order["validation"]
+        assert preds["heldout"]["label"] == file_order[HELDOUT]
+        assert preds["validation"]["label"] == file_order["validation"]
         assert len(preds["heldout"]["pred"]) == 40 and "row" not in preds["validation"]
         correct = [p == y for p, y in zip(preds["validation"]["pred"], preds["validation"]["label"], strict=True)]
         assert sum(correct) / len(correct) == pytest.approx(epoch["validation/accuracy"])

@@ -82,7 +82,8 @@ def test_float32_cache_is_bit_identical_on_decoders(model_type, side, name, tmp_
     from .test_decoders import tiny
 
     ids, mask = decoder_batch(side)
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([1, 0, 1]), "index": torch.tensor([1, 2, 0])}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([1, 0, 1]),
+             "index": torch.tensor([1, 2, 0])}
 
     def model():
         torch.manual_seed(0)
@@ -192,13 +193,15 @@ def test_a_killed_writer_leaves_only_complete_rows(tmp_path):
 
 def test_processes_sharing_a_cache_write_one_layout_and_read_each_others_rows(tmp_path):
     folder = tmp_path / "lower"
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(folder), rows, "end"], stdout=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(folder), rows, "end"], stdout=subprocess.PIPE,
+                              text=True)
              for rows in ("0,2,4,6", "1,3,5,7")]  # two ranks, started together: one creates the layout
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     lengths = [3 + i % 4 for i in range(8)]
     cache = LowerCache(lengths, 4, folder=folder)
     assert cache.present.all()
-    assert sorted(p.name for p in folder.iterdir()) == [".create.lock", ".lock", "hidden.bin", "lengths.npy", "meta.json", "rows.log"]
+    assert sorted(p.name for p in folder.iterdir()) == [".create.lock", ".lock", "hidden.bin", "lengths.npy",
+                                                        "meta.json", "rows.log"]
     assert (folder / "hidden.bin").stat().st_size == sum(lengths) * 4 * 4  # compact: real tokens only
     every = torch.arange(8)
     L = max(lengths)

@@ -108,7 +108,8 @@ def test_training_changes_exactly_what_the_method_owns(name, tiny_backbone):
     params = dict(model.named_parameters())
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == expected, (
-        f"changed but not owned: {sorted(changed - expected)[:5]}; owned but unchanged: {sorted(expected - changed)[:5]}")
+        f"changed but not owned: {sorted(changed - expected)[:5]}; "
+        f"owned but unchanged: {sorted(expected - changed)[:5]}")
     assert all(k in params for k in changed), "a buffer changed"
 
 
@@ -169,8 +170,8 @@ def test_lpt_reads_the_first_token_entering_layer_m(layer, tiny_backbone):
     torch.testing.assert_close(seen["input"][:, :T], expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name, layer", [("idspam", 2), ("idspam_meanpool", 1), ("lpt", 2), ("lpt", 3), ("prompt_tuning", 0),
-                                         ("smop", 0), ("ptuning", 0)])
+@pytest.mark.parametrize("name, layer", [("idspam", 2), ("idspam_meanpool", 1), ("lpt", 2), ("lpt", 3),
+                                         ("prompt_tuning", 0), ("smop", 0), ("ptuning", 0)])
 def test_frozen_lower_stack_builds_no_graph(name, layer, tiny_backbone):
     _, tokenizer = tiny_backbone
     model = build(name, run_layer=layer).train()
@@ -267,7 +268,8 @@ def test_lora_names_the_modules_when_targets_do_not_match():
 
 def test_lora_dropout_follows_training_mode_while_the_backbone_stays_frozen():
     model = build("lora").train()
-    lora_dropouts = [m for n, m in model.engine.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
+    lora_dropouts = [m for n, m in model.engine.named_modules()
+                     if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
     assert lora_dropouts and all(m.training for m in lora_dropouts)
     assert not model.engine.base.embeddings.training
     finetune = build("finetune").train()

@@ -55,7 +55,8 @@ def test_resume_refuses_another_configuration_and_a_missing_checkpoint(compose_c
     from idspam.runner.train import train
 
     train(compose_cfg(*FAST, "trainer.max_epochs=1"))
-    with pytest.raises(UserError, match=r"differs from the checkpoint's in \['optimizer'\]; e.g. optimizer: checkpoint"):
+    with pytest.raises(UserError,
+                       match=r"differs from the checkpoint's in \['optimizer'\]; e.g. optimizer: checkpoint"):
         train(compose_cfg(*FAST, "trainer.max_epochs=1", "optimizer.lr=0.5", f"resume={tmp_path}"))
     with pytest.raises(UserError, match="no checkpoint at"):
         train(compose_cfg(*FAST, f"resume={tmp_path / 'nothing'}"))

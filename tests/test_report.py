@@ -241,7 +241,8 @@ def test_gpt2_large_sweep_renders_beside_the_papers_gpt2_large_table(tmp_path):
     jobs = []
     for method, value in (("idspam", 0.70), ("lora", 0.72)):
         overrides = [f"method={method}", "task=rte", "seed=1", "experiment=gpt2_large"]
-        jobs.append((overrides, finished(value, method=method, task="rte", seed=1, layer=18 if method == "idspam" else 0,
+        jobs.append((overrides, finished(value, method=method, task="rte", seed=1,
+                                         layer=18 if method == "idspam" else 0,
                                          model="gpt2_large", experiment="gpt2_large")))
     write_sweep(sweep, {"method": "idspam,lora", "task": "rte", "seed": "1"}, ["experiment=gpt2_large"], jobs)
     text = report([sweep])["markdown"].read_text()

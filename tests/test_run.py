@@ -139,7 +139,8 @@ def test_mnli_reports_matched_and_mismatched(compose_cfg, tmp_path):
     assert results["data"] == {"train": 30, "validation_matched": 9, "validation_mismatched": 6}
     epoch = results["epochs"][0]
     assert {"validation_matched/accuracy", "validation_mismatched/accuracy"} <= set(epoch)
-    assert epoch["validation_mismatched/accuracy"] * 6 == pytest.approx(round(epoch["validation_mismatched/accuracy"] * 6))
+    mismatched = epoch["validation_mismatched/accuracy"]
+    assert mismatched * 6 == pytest.approx(round(mismatched * 6))
 
 
 def test_sentence_pairs_on_a_single_token_type_backbone(compose_cfg, tmp_path):
@@ -149,6 +150,7 @@ def test_sentence_pairs_on_a_single_token_type_backbone(compose_cfg, tmp_path):
     rows = "premise,hypothesis,label\n" + "".join(f"premise {i},hypothesis {i},{i % 2}\n" for i in range(24))
     (tmp_path / "pairs.csv").write_text(rows)
     results = train(compose_cfg("model=tiny", "model.arch.type_vocab_size=1", "task=csv",
-                                f"task.train_file={tmp_path / 'pairs.csv'}", f"task.validation_file={tmp_path / 'pairs.csv'}",
+                                f"task.train_file={tmp_path / 'pairs.csv'}",
+                                f"task.validation_file={tmp_path / 'pairs.csv'}",
                                 "task.text_columns=[premise,hypothesis]", "trainer.max_epochs=1"))
     assert results["status"] == "finished"

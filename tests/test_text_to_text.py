@@ -159,7 +159,8 @@ def test_text_to_text_files_read_with_eos_and_target_cut(compose_cfg, tmp_path, 
         sep = "," if fmt == "csv" else "\t"
         path.write_text("\n".join([sep.join(["id", "question", "answer"])]
                                   + [sep.join(["0", q, a]) for q, a in rows]) + "\n")
-    overrides = ["task=csv_text", f"task.train_file={path}", f"task.validation_file={path}", "task.input_column=question",
+    overrides = ["task=csv_text", f"task.train_file={path}", f"task.validation_file={path}",
+                 "task.input_column=question",
                  "task.target_column=answer", "task.max_target_length=4", "model=tiny_gpt2"]
     run, spec, tok, _, data = built(compose_cfg, *overrides, "head=generate")
     raw = load_split(get_spec(run.task), run.task, "train", None, 0)
@@ -356,7 +357,8 @@ def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_
     assert adapter["head"]["type"] == "generate" and adapter["head"]["max_new_tokens"] == 4
     hf = json.loads((out / "adapter" / "generation_config.json").read_text())
     assert hf["max_new_tokens"] == 4 and hf["eos_token_id"] == 102
-    assert hf.get("num_beams", 1) == (2 if extra else 1) and adapter["head"]["strategy"] == ("beam" if extra else "greedy")
+    assert hf.get("num_beams", 1) == (2 if extra else 1)
+    assert adapter["head"]["strategy"] == ("beam" if extra else "greedy")
     predictor = load_adapter(out / "adapter")
     assert predictor.generate([p["input"] for p in predictions]) == [p["prediction"] for p in predictions]
     if not extra:  # greedy: more new tokens extend the same text (beam search may pick other beams)

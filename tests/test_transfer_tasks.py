@@ -169,5 +169,6 @@ def test_minilm_on_cb_and_sst2_to_imdb(tmp_path):
 def test_missing_transfer_task_file_is_named_before_any_weights(compose_cfg):
     from idspam.runner.checks import validate
 
-    with pytest.raises(UserError, match=r"missing data file '.*glue_data/imdb/test.tsv' for task 'imdb' \(validation\)"):
+    with pytest.raises(UserError,
+                       match=r"missing data file '.*glue_data/imdb/test.tsv' for task 'imdb' \(validation\)"):
         validate(compose_cfg("task=sst2", "eval_tasks=[imdb]", f"data_dir={SHARED_DATA / 'glue_data'}"))

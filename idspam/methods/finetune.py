@@ -1,7 +1,8 @@
 """Full fine-tuning: every backbone weight the forward pass uses is trained (embeddings and all
 layers, and a decoder's final norm; an unused pooler stays frozen). On a bfloat16/float16 backbone
-(`model.dtype`) the weights train in that dtype: use float32 for fine-tuning comparisons. No prompt; the backbone follows train/eval mode, so its
-dropout is on in training as in standard fine-tuning. Defaults to lr 1e-5 (the paper's grid)."""
+(`model.dtype`) the weights train in that dtype: use float32 for fine-tuning comparisons. No prompt; the backbone
+follows train/eval mode, so its dropout is on in training as in standard fine-tuning. Defaults to lr 1e-5 (the
+paper's grid)."""
 
 from __future__ import annotations
 

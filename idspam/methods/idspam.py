@@ -59,7 +59,8 @@ class IDSPAMConfig(MethodConfig):
     def check_hidden(self, hidden_size: int) -> None:
         if self.attention and hidden_size % self.num_heads:
             raise UserError(
-                f"method.num_heads={self.num_heads} must divide the hidden size {hidden_size} (values are split per head)"
+                f"method.num_heads={self.num_heads} must divide the hidden size {hidden_size} "
+                "(values are split per head)"
             )
 
     def build(self, hidden_size: int) -> IDSPAMGenerator:

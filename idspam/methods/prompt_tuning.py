@@ -60,7 +60,8 @@ def vocab_init(engine: InjectionEngine, t: int, ids: list[int] | None = None) ->
 class PromptTuning(PromptMethod):
     def __init__(self, cfg: PromptTuningConfig, hidden_size: int):
         super().__init__(cfg)
-        self.prompt = nn.Parameter(torch.empty(cfg.prompt_length, hidden_size).uniform_(-cfg.init_range, cfg.init_range))
+        init = torch.empty(cfg.prompt_length, hidden_size).uniform_(-cfg.init_range, cfg.init_range)
+        self.prompt = nn.Parameter(init)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def attach(self, engine: InjectionEngine) -> None:

@@ -35,7 +35,8 @@ def validate(cfg: DictConfig) -> RunConfig:
         output_dir=cfg.get("paths", {}).get("output_dir") or ".", resume=cfg.get("resume"),
         init_from=_path(cfg.get("init_from")),
         cache_lower_memory_gb=float(cfg.get("cache_lower_memory_gb", 4.0)),
-        cache_lower_dtype=cfg.get("cache_lower_dtype", "auto"), cache_lower_device=cfg.get("cache_lower_device", "auto"),
+        cache_lower_dtype=cfg.get("cache_lower_dtype", "auto"),
+        cache_lower_device=cfg.get("cache_lower_device", "auto"),
         trainer=_container(cfg.get("trainer")), loggers=_container(cfg.get("logger")),
         experiment_name=cfg.get("experiment_name"), checkpoint_every_n_steps=cfg.get("checkpoint_every_n_steps"),
         stop_signals=list(cfg.get("stop_signals") or []), count_only=bool(cfg.get("count_only")),
@@ -156,6 +157,6 @@ def cache_lower(value, run: RunConfig) -> bool:
         from ..methods import METHODS
 
         valid = ", ".join(name for name, cls in METHODS.items() if not cls.trains_below)
-        raise UserError(f"cache_lower=true needs a method that trains nothing below its layer; method={run.method.name} "
-                        f"does (valid: {valid})")
+        raise UserError("cache_lower=true needs a method that trains nothing below its layer; "
+                        f"method={run.method.name} does (valid: {valid})")
     return bool(value)

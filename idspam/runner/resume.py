@@ -124,8 +124,8 @@ def resume_plan(folder: Path, current: dict, mode: str) -> dict:
     differ = differences(fingerprint(previous["config"]), current)
     if differ:
         raise ConfigMismatch(f"{str(folder)!r} holds a run of another configuration (differs in "
-                             f"{', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}); use another run/sweep dir, "
-                             "or resume=never to train it again there")
+                             f"{', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}); "
+                             "use another run/sweep dir, or resume=never to train it again there")
     status = previous.get("status")
     if status == "finished" and not previous.get("count_only"):
         return {"action": "reuse", "ckpt": None, "previous": previous, "history": history}

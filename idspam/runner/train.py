@@ -265,7 +265,8 @@ def transfer_start(run: RunConfig, backbone_config) -> dict:
     check_backbone(config, backbone_config, where)
     trained = (config["method"]["name"], config["layer"])
     if trained != (run.method.name, run.layer):
-        raise UserError(f"{where} holds method={trained[0]} at layer {trained[1]}; this run is method={run.method.name} "
+        raise UserError(f"{where} holds method={trained[0]} at layer {trained[1]}; "
+                        f"this run is method={run.method.name} "
                         f"at layer {run.layer}: use the same method and layer")
     check_transfer(tasks.get_spec(typed(config["task"], TaskConfig, "adapter task")), run.spec, where)
     return weights

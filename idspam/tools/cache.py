@@ -60,7 +60,8 @@ def entries(cache_dir: Path, kinds=KINDS) -> list[dict]:
                     log = folder / "rows.log"
                     done = _journal_rows(log) if log.is_file() else 0
                     entry["complete"] = f"{done}/{info.get('rows')}"
-                    entry["what"] = (f"{key.get('task')} {key.get('split', 'train')} {(key.get('model') or {}).get('name')} "
+                    entry["what"] = (f"{key.get('task')} {key.get('split', 'train')} "
+                                     f"{(key.get('model') or {}).get('name')} "
                                      f"layer {key.get('layer')} "
                                      f"{info.get('dtype')} {'+'.join(info.get('parts', []))}")
                 else:

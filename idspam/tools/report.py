@@ -6,8 +6,8 @@
 
 Every job's results.json is read and the jobs are grouped by experiment, model, method, layer and
 column (a task, a transfer pair, or "parameters"). `report.md`, `report.csv` and `report.json` (in
-`--out`, by default the first dir; `--format` picks which) give the mean ± std over seeds in percent, finished/expected jobs, and the
-paper's number where the paper has one. Where a method ran at several layers, `layers.png` and
+`--out`, by default the first dir; `--format` picks which) give the mean ± std over seeds in percent, finished/expected
+jobs, and the paper's number where the paper has one. Where a method ran at several layers, `layers.png` and
 `layers.svg` plot the metric against the layer. Jobs that failed, stopped or never started are
 listed, never dropped: the expected jobs come from the sweep's multirun.yaml.
 """
@@ -344,7 +344,8 @@ def markdown(tables, jobs: list[Job], sweeps: list[Path], figures: list[Path], r
         for key in sorted(rows, key=_row_order):
             method, layer = key
             cells = rows[key]
-            row = [str(method), "-" if layer is None or method in NO_PROMPT else str(layer)] + [fmt(cells.get(c), count) for c in columns]
+            row = [str(method), "-" if layer is None or method in NO_PROMPT else str(layer)]
+            row += [fmt(cells.get(c), count) for c in columns]
             if with_mean:
                 row.append(fmt(mean_cell(cells, columns), False))  # the mean of the task means
             lines.append("| " + " | ".join(row) + " |")

@@ -53,7 +53,8 @@ class PromptInjectionModel(BaseTuner):
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
         self._mark_only_adapters_as_trainable(model)
         set_additional_trainable_modules(model=model, peft_config=config, model_config=BaseTuner.get_model_config(self),
-                                         adapter_name=adapter_name, activate_adapter=adapter_name in self.active_adapters)
+                                         adapter_name=adapter_name,
+                                         activate_adapter=adapter_name in self.active_adapters)
         backbone.train(backbone.training)  # apply backbone_mode now
         generation = getattr(model, "generation_config", None)
         if generation is not None and getattr(generation, "use_cache", None) is not False:

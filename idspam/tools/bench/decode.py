@@ -74,6 +74,7 @@ def decode_table(results: list[dict], args: dict) -> str:
              "| row | tokens/s (min-max) | vs no prompt | vs peft prompt tuning |", "|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['row']} | {r['tokens_per_second']:.1f} ({r['min_tokens_per_second']:.1f}-"
-                     f"{r['max_tokens_per_second']:.1f}) | {r['tokens_per_second'] / plain['tokens_per_second']:.2f}x | "
+                     f"{r['max_tokens_per_second']:.1f}) | "
+                     f"{r['tokens_per_second'] / plain['tokens_per_second']:.2f}x | "
                      f"{r['tokens_per_second'] / peft['tokens_per_second']:.2f}x |")
     return "\n".join(lines)

@@ -9,8 +9,8 @@ the tokenised data is cached before the first timed run; with the cache, the eva
 stack runs once too): ID-SPAM at m = N/2 and m = N-2, without
 the cache and with the cache in memory, and at m = N/2 on disk too (`cache_lower_memory_gb=0`:
 written, flushed and published like a cache too big for memory); and, once each, the disk cache
-stored in bfloat16 and float16, for their effect on the final metric. The cache's bytes per real training token are read from the
-disk cache's files.
+stored in bfloat16 and float16, for their effect on the final metric. The cache's bytes per real training token are
+read from the disk cache's files.
 """
 
 from __future__ import annotations
