@@ -70,6 +70,9 @@ def mask_rows(mask, rows: torch.Tensor):
 
 
 class Family:
+    """What the injection engine needs to know about one family of backbones (see the module's doc); one
+    instance per family in `FAMILIES`, found by `model_type`."""
+
     name: str = ""  # in messages
     causal: bool = False
     rotary: bool = False  # positions enter inside every layer (the prompt needs position ids there)
@@ -263,6 +266,7 @@ FAMILIES: tuple[Family, ...] = (EncoderFamily(), GPT2Family(), RotaryDecoderFami
 
 
 def family_of(base: nn.Module) -> Family | None:
+    """The family of a bare base model (`BertModel`, `LlamaModel`, ...), or None."""
     return next((family for family in FAMILIES if family.matches(base)), None)
 
 

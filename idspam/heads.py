@@ -35,6 +35,9 @@ def read_positions(batch: dict, read_at: str, mask_token_id: int | None = None) 
 
 
 class ClassificationHead(nn.Module):
+    """`head=cls`: dropout and a trained linear layer (HF's dense + tanh first with `dense`) on the first input
+    token (encoders) or the last real token (decoders); one output is regression."""
+
     def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1, dense: bool = False,
                  read_at: str = "first"):
         super().__init__()
@@ -56,6 +59,9 @@ class ClassificationHead(nn.Module):
 
 
 class VerbalizerHead(nn.Module):
+    """`head=mlm` / `head=lm`: the backbone's frozen LM head at one position (the `<mask>` token, or a
+    decoder's last real token), read through one label word per class; trains nothing."""
+
     def __init__(self, lm_head: nn.Module, label_word_ids: list[int], read_at: str = "mask",
                  mask_token_id: int | None = None, softcap: float | None = None):
         super().__init__()

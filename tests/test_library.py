@@ -305,16 +305,15 @@ def test_adapter_format_per_method(method, compose_cfg, tmp_path):
 
 
 def test_readme_python_example_runs_as_written(tmp_path):
-    """The complete example of the README's "Use it from Python", run as a script in an empty folder."""
+    """The complete example of the docs' "Use it from Python" page, run as a script in an empty folder."""
     import os
     import re
     import subprocess
     import sys
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Use it from Python", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "library.md").read_text()
+    code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
     assert "get_peft_model(" in code and "Trainer(" in code and "PeftModel.from_pretrained(" in code
     (tmp_path / "example.py").write_text(code)
     proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=900,

@@ -44,4 +44,5 @@ def method_config(node: Any) -> MethodConfig:
 
 
 def build_method(cfg: MethodConfig, hidden_size: int) -> PromptMethod:
+    """The module of a method config, for a backbone of this hidden size (`cfg.build(hidden_size)`)."""
     return cfg.build(hidden_size)

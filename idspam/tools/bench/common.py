@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+from ...backbone import DTYPES
+
+PRECISIONS = {"fp32": DTYPES["float32"], "bf16": DTYPES["bfloat16"]}  # --precision: the one dtype table
 
 
 @dataclass
