@@ -98,8 +98,14 @@ class Family:
     model_types: tuple[str, ...] = ()
 
     def matches(self, base: nn.Module) -> bool:
-        """By the base model's `model_type` (the families tested exact), never by its attributes alone."""
-        return getattr(getattr(base, "config", None), "model_type", None) in self.model_types
+        """A transformers model class of one of the family's model types (those tested exact), or a subclass
+        of one; never by its attributes alone (MPNet, DeBERTa-v2, ESM have `.embeddings` and `.encoder.layer`
+        too, with layers this family does not run: relative position biases, other keywords)."""
+        model_type = getattr(getattr(base, "config", None), "model_type", None)
+        if model_type not in self.model_types:
+            return False
+        package = f"transformers.models.{model_type.replace('-', '_')}."
+        return any(cls.__module__.startswith(package) for cls in type(base).__mro__)
 
     def final_softcap(self, config) -> float | None:
         """The cap the family's causal-LM class puts on its final logits (None: none)."""
@@ -163,8 +169,6 @@ class EncoderFamily(Family):
     model_types = ("bert", "roberta", "xlm-roberta", "camembert")
 
     def matches(self, base):
-        # the model type first: MPNet, DeBERTa-v2, ESM... have the same attributes but other layers (relative
-        # position biases, other keywords), which this family does not run
         return super().matches(base) and hasattr(base, "embeddings") and isinstance(
             getattr(getattr(base, "encoder", None), "layer", None), nn.ModuleList)
 
