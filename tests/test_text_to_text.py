@@ -375,6 +375,11 @@ def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_
     one = [json.loads(line)["prediction"] for line in (tmp_path / "one.jsonl").read_text().splitlines()]
     assert one == predictor.generate([p["input"] for p in predictions], max_new_tokens=1)
     assert one != [p["prediction"] for p in predictions]  # 4 tokens (the run's setting) gave more
+    # a single input (no padding: transformers drops the attention mask) gets the text it gets inside a batch
+    assert [predictor.generate([p["input"]])[0] for p in predictions] == [p["prediction"] for p in predictions]
+    (tmp_path / "single.jsonl").write_text((tmp_path / "dev.jsonl").read_text().splitlines()[1] + "\n")
+    main([str(out / "adapter"), "--input", str(tmp_path / "single.jsonl"), "--output", str(tmp_path / "s.jsonl")])
+    assert json.loads((tmp_path / "s.jsonl").read_text())["prediction"] == predictions[1]["prediction"]
 
 
 @needs_generation
