@@ -422,6 +422,11 @@ def test_training_path_scores_the_tokens_generation_picks(compose_cfg, tmp_path,
     new = generate(model, batch["gen_input_ids"], batch["gen_attention_mask"], max_new_tokens=4, do_sample=False,
                    num_beams=1, eos_token_id=None, pad_token_id=tok.pad_token_id, min_new_tokens=4)
     assert new.shape == (2, 4)
+    for r, ids in enumerate(enc["input_ids"]):  # each input alone (unpadded: transformers drops the mask): the same
+        one = data.collate([{"input_ids": ids, "target_start": enc["target_start"][r], "reference": "", "labels": -1}])
+        alone = generate(model, one["gen_input_ids"], one["gen_attention_mask"], max_new_tokens=4, do_sample=False,
+                         num_beams=1, eos_token_id=None, pad_token_id=tok.pad_token_id, min_new_tokens=4)
+        assert torch.equal(alone[0], new[r]), f"input {r} alone"
     for r, ids in enumerate(enc["input_ids"]):
         for s in range(4):
             row = ids + new[r, :s].tolist()
