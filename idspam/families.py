@@ -28,7 +28,6 @@ from torch import nn
 from transformers.masking_utils import (
     create_bidirectional_mask,
     create_causal_mask,
-    create_sliding_window_causal_mask,
 )
 
 
@@ -59,14 +58,34 @@ def gather_rows(tensor: torch.Tensor | None, rows: torch.Tensor, dim: int = 1) -
     return tensor.gather(dim, index)
 
 
-def mask_rows(mask, rows: torch.Tensor):
-    """The query rows of a 4-D (B, 1, Q, K) attention mask; None stays None (no padding: every key is
-    seen by a row the heads read: the first token bidirectionally, the last token causally)."""
+def mask_rows(mask, rows: torch.Tensor, causal: bool = False):
+    """The query rows of a 4-D (B, 1, Q, K) attention mask. None (a bidirectional mask without padding: every
+    key is seen) stays None; a causal span is given materialized masks (`materialize` in `Family.context`), so
+    a row other than the last never sees later tokens."""
     if mask is None:
+        if causal:
+            raise NotImplementedError("last-layer pruning on a causal span needs materialized masks")
         return None
     if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
         raise NotImplementedError(f"last-layer pruning needs a 4-D tensor mask, not {type(mask).__name__}")
     return gather_rows(mask, rows, dim=2)
+
+
+def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """tanh softcapping (Gemma2's final logits); no cap: unchanged."""
+    return logits if not cap else torch.tanh(logits / cap) * cap
+
+
+def sliding_window_function(mask: torch.Tensor, window: int):
+    """A mask function (transformers' `and_mask_function`) for a sliding window over the row's own tokens:
+    query and key are at most `window - 1` attended tokens apart, counted on the 2-D `mask` (B, K) that covers
+    every key column. Without padding inside the row this is transformers' window over columns."""
+    index = mask.long().cumsum(-1)
+
+    def inner(batch_idx, head_idx, q_idx, kv_idx):
+        return index[batch_idx, q_idx] - index[batch_idx, kv_idx] < window
+
+    return inner
 
 
 class Family:
@@ -79,7 +98,23 @@ class Family:
     model_types: tuple[str, ...] = ()
 
     def matches(self, base: nn.Module) -> bool:
-        return getattr(base.config, "model_type", None) in self.model_types
+        """A transformers model class of one of the family's model types (those tested exact), or a subclass
+        of one; never by its attributes alone (MPNet, DeBERTa-v2, ESM have `.embeddings` and `.encoder.layer`
+        too, with layers this family does not run: relative position biases, other keywords)."""
+        model_type = getattr(getattr(base, "config", None), "model_type", None)
+        if model_type not in self.model_types:
+            return False
+        package = f"transformers.models.{model_type.replace('-', '_')}."
+        return any(cls.__module__.startswith(package) for cls in type(base).__mro__)
+
+    def final_softcap(self, config) -> float | None:
+        """The cap the family's causal-LM class puts on its final logits (None: none)."""
+        return None
+
+    def final_logits(self, config, logits: torch.Tensor) -> torch.Tensor:
+        """What the family's `*ForCausalLM` does to `lm_head(hidden)` (Gemma2: tanh softcapping); every path that
+        turns final states into LM logits (heads, generation) goes through here."""
+        return softcap(logits, self.final_softcap(config))
 
     def word_embedding(self, base: nn.Module) -> nn.Embedding:
         raise NotImplementedError
@@ -98,9 +133,10 @@ class Family:
         raise NotImplementedError
 
     def context(self, base, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None,
-                span: tuple[int, int] = (0, 0)) -> dict:
+                span: tuple[int, int] = (0, 0), materialize: bool = False) -> dict:
         """What layers[span] share. With a key/value `cache` (decoding), the masks are sized by the cache of
-        the span's layers (layers >= m hold t more entries than those below m)."""
+        the span's layers (layers >= m hold t more entries than those below m). `materialize`: 4-D masks even
+        where sdpa could run `is_causal` without one (last-layer pruning reads rows of them)."""
         raise NotImplementedError
 
     def call(self, layer: nn.Module, index: int, hidden: torch.Tensor, context: dict, cache=None) -> torch.Tensor:
@@ -110,7 +146,7 @@ class Family:
         raise NotImplementedError
 
     def rows_context(self, context: dict, rows: torch.Tensor) -> dict:
-        return {**context, "mask": mask_rows(context.get("mask"), rows)}
+        return {**context, "mask": mask_rows(context.get("mask"), rows, self.causal)}
 
     def call_at(self, layer: nn.Module, index: int, hidden: torch.Tensor, context: dict,
                 rows: torch.Tensor) -> torch.Tensor:
@@ -133,8 +169,8 @@ class EncoderFamily(Family):
     model_types = ("bert", "roberta", "xlm-roberta", "camembert")
 
     def matches(self, base):
-        return hasattr(base, "embeddings") and isinstance(getattr(getattr(base, "encoder", None), "layer", None),
-                                                          nn.ModuleList)
+        return super().matches(base) and hasattr(base, "embeddings") and isinstance(
+            getattr(getattr(base, "encoder", None), "layer", None), nn.ModuleList)
 
     def word_embedding(self, base):
         return base.embeddings.word_embeddings
@@ -149,7 +185,7 @@ class EncoderFamily(Family):
         # the embedding layer derives positions itself (RoBERTa: from the padding; BERT: 0..L-1)
         return base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
 
-    def context(self, base, hidden, mask, positions, cache=None, span=(0, 0)):
+    def context(self, base, hidden, mask, positions, cache=None, span=(0, 0), materialize=False):
         return {"mask": create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=mask)}
 
     def call(self, layer, index, hidden, context, cache=None):
@@ -184,9 +220,10 @@ class GPT2Family(Family):
         words = base.wte(input_ids) if inputs_embeds is None else inputs_embeds
         return base.drop(words + base.wpe(positions))
 
-    def context(self, base, hidden, mask, positions, cache=None, span=(0, 0)):
+    def context(self, base, hidden, mask, positions, cache=None, span=(0, 0), materialize=False):
         return {"mask": create_causal_mask(config=base.config, inputs_embeds=hidden, attention_mask=mask, cache=cache,
-                                           layer_idx=span[0] if cache is not None else None)}
+                                           layer_idx=span[0] if cache is not None else None,
+                                           allow_is_causal_skip=not materialize)}
 
     def call(self, layer, index, hidden, context, cache=None):
         return _hidden(layer(hidden, attention_mask=context["mask"], cache=cache))
@@ -218,24 +255,38 @@ class RotaryDecoderFamily(Family):
     def embed(self, base, input_ids, positions, token_type_ids=None, inputs_embeds=None):
         return base.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
 
-    @staticmethod
-    def layer_types(config) -> list[str]:
-        types = getattr(config, "layer_types", None)
-        if types:
-            return list(types)
-        sliding = getattr(config, "sliding_window", None)  # Mistral: one mask, windowed when set
-        return ["sliding_attention" if sliding else "full_attention"] * config.num_hidden_layers
+    # the model classes that read `config.layer_types` (one mask per type); the others build one mask
+    # whatever the config says: Mistral a sliding one when `sliding_window` is set, Llama and Gemma a causal one
+    per_layer_types = ("qwen2", "qwen3", "gemma2")
+    softcapped = ("gemma2",)  # Gemma2ForCausalLM caps its final logits
 
-    def context(self, base, hidden, mask, positions, cache=None, span=(0, 0)):
+    def final_softcap(self, config):
+        return getattr(config, "final_logit_softcapping", None) if config.model_type in self.softcapped else None
+
+    def layer_types(self, config) -> list[str]:
+        """The mask type of every layer, as the family's model class decides it (not the config's fields)."""
+        if config.model_type in self.per_layer_types:
+            return list(config.layer_types)
+        if config.model_type == "mistral" and getattr(config, "sliding_window", None) is not None:
+            return ["sliding_attention"] * config.num_hidden_layers
+        return ["full_attention"] * config.num_hidden_layers
+
+    def context(self, base, hidden, mask, positions, cache=None, span=(0, 0), materialize=False):
         config = base.config
-        builders = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
         types = self.layer_types(config)
         # the first layer of each type in the span sizes that type's mask against the cache
         first = {kind: next((i for i in range(*span) if types[i] == kind), None) for kind in set(types)}
-        # always a 2-D mask and no position ids: create_causal_mask would read uneven positions as packed sequences
-        masks = {kind: builders[kind](config=config, inputs_embeds=hidden, attention_mask=mask, cache=cache,
-                                      layer_idx=first[kind] if cache is not None else None)
-                 for kind in set(types) if cache is None or first[kind] is not None}
+        masks = {}
+        for kind in set(types):
+            if cache is not None and first[kind] is None:
+                continue
+            # always a 2-D mask and no position ids: create_causal_mask would read uneven positions as packed
+            # sequences. A sliding window counts the tokens of the row (prompt and real ones), not its columns:
+            # padding between the prompt and the input never pushes the prompt out of a window.
+            window = sliding_window_function(mask, config.sliding_window) if kind == "sliding_attention" else None
+            masks[kind] = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=mask, cache=cache,
+                                             and_mask_function=window, allow_is_causal_skip=not materialize,
+                                             layer_idx=first[kind] if cache is not None else None)
         return {"masks": masks, "types": types, "positions": positions,
                 "rotary": base.rotary_emb(hidden, positions)}
 

@@ -45,33 +45,55 @@ class InjectedCausalLM(PreTrainedModel, GenerationMixin):
         super().__init__(copy.deepcopy(model.engine.config))  # the backbone's own config stays untouched
         self.prompt_model, self.lm_head = model, lm_head
         self.generation_config = GenerationConfig.from_model_config(model.engine.config)
-        self._prompt_mask: torch.Tensor | None = None  # (B, t) of the running generation
 
     def get_output_embeddings(self):
         return self.lm_head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, cache=None,
                 use_cache: bool = True, **kwargs) -> CausalLMOutputWithPast:
-        engine, m = self.prompt_model.engine, self.prompt_model.layer
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if cache is None:
-            cache = DynamicCache()
-        if cache.get_seq_length() == 0:  # prefill: the input, the prompt written once from it
-            method = self.prompt_model.method  # DEPT rewrites the embeddings by position
-            states = engine.lower(input_ids, attention_mask, m, grad=False, embed_fn=method.input_embeds, cache=cache)
-            prompt = self.prompt_model.method(in_float32(states))
-            self._prompt_mask = None if prompt is None else attention_mask.new_ones(prompt.shape[:2])
-            hidden = engine.upper(states.hidden, attention_mask, m, prompt, cache=cache)
-        else:
-            hidden = engine.decode_step(input_ids, attention_mask, m, self._prompt_mask, cache,
-                                        embed_fn=self.prompt_model.method.input_embeds)
-        return CausalLMOutputWithPast(logits=self.lm_head(hidden).float(), cache=cache)
+        hidden, cache = injected_step(self.prompt_model, input_ids, attention_mask, cache)
+        engine = self.prompt_model.engine
+        logits = engine.family.final_logits(engine.config, self.lm_head(hidden))
+        return CausalLMOutputWithPast(logits=logits.float(), cache=cache)
 
-    # beam search reorders the batch between steps: the prompt mask follows (it is the same for every row)
+    # beam search reorders the batch between steps (the prompt length kept on the cache is every row's)
     def _reorder_cache(self, cache, beam_idx):
         cache.reorder_cache(beam_idx)
         return cache
+
+
+PROMPT_LENGTH = "idspam_prompt_length"  # set on a cache this module filled: the prompt's t (0: no prompt)
+
+
+def injected_step(model: PromptModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache):
+    """One call of a generation loop (`generate` here, or `PeftModel.generate` through the tuner): the final
+    states (B, s, n) of `input_ids` and the key/value cache to pass on. A cache this function has not filled
+    (None, or the one transformers made: it may hold sliding-window layers that drop the prompt) means
+    prefill: a fresh full cache, the prompt written once from the input. Otherwise a decode step.
+
+    `attention_mask` covers every real token so far and the new ones; transformers drops it when it is all
+    ones, and then it is rebuilt from the cache: the real tokens it holds (layer 0's entries, less the prompt
+    when m = 0) and the new ones."""
+    engine, m = model.engine, model.layer
+    t = getattr(cache, PROMPT_LENGTH, None) if cache is not None else None
+    if t is None:  # prefill
+        if cache is not None and cache.get_seq_length() > 0:
+            raise UserError("a key/value cache filled without the prompt cannot continue with an idspam prompt "
+                            "(the prompt is written at prefill): start generation from the input")
+        cache = DynamicCache()
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        states = engine.lower(input_ids, attention_mask, m, grad=False, embed_fn=model.method.input_embeds,
+                              cache=cache)
+        prompt = model.method(in_float32(states))
+        setattr(cache, PROMPT_LENGTH, 0 if prompt is None else prompt.shape[1])
+        return engine.upper(states.hidden, attention_mask, m, prompt, cache=cache), cache
+    if attention_mask is None:
+        seen = cache.get_seq_length(0) - (t if m == 0 else 0)
+        attention_mask = input_ids.new_ones(input_ids.shape[0], seen + input_ids.shape[1])
+    prompt_mask = attention_mask.new_ones(input_ids.shape[0], t) if t else None
+    hidden = engine.decode_step(input_ids, attention_mask, m, prompt_mask, cache, embed_fn=model.method.input_embeds)
+    return hidden, cache
 
 
 def left_padded(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int = 0):

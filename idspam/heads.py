@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .families import family_for_config, softcap
 from .injection import gather_positions, last_real_position
 
 READ_AT = ("first", "last", "mask")
@@ -73,10 +74,7 @@ class VerbalizerHead(nn.Module):
         return read_positions(batch, self.read_at, self.mask_token_id)
 
     def readout(self, at: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(at)[:, self.label_word_ids].float()
-        if self.softcap:  # Gemma2 caps its final logits
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        return softcap(self.lm_head(at)[:, self.label_word_ids].float(), self.softcap)  # Gemma2 caps its logits
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
         return self.readout(gather_positions(hidden, self.positions(batch)))
@@ -109,10 +107,7 @@ class GenerateHead(nn.Module):
         self.lm_head, self.generation, self.tokenizer, self.softcap = lm_head, generation, tokenizer, softcap
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(hidden).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        return softcap(self.lm_head(hidden).float(), self.softcap)
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
         rows, cols = lm_target_positions(batch["labels"])
@@ -158,8 +153,10 @@ def _generate(run, spec, backbone, tokenizer, engine) -> nn.Module:
 
 
 def final_softcap(config) -> float | None:
-    """The cap a family puts on its final logits (Gemma2's `final_logit_softcapping`), or None."""
-    return getattr(config, "final_logit_softcapping", None)
+    """The cap the family's causal-LM class puts on its final logits (Gemma2's `final_logit_softcapping`), or
+    None: the family decides (`Family.final_softcap`), as generation does."""
+    family = family_for_config(config)
+    return family.final_softcap(config) if family is not None else None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .families import FAMILIES, Family, family_of
+from .families import Family, family_of, supported_model_types
 
 PROMPT_POSITIONS = ("before", "zero")
 
@@ -81,16 +81,24 @@ def real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
+def check_injectable(base: nn.Module) -> None:
+    """One line when no family of the engine runs this base model exactly (every entry point calls it: the
+    runner checks the config's model type before any weights load, `idspam.wrap`, `get_peft_model` and the
+    engine check the model)."""
+    if family_of(base) is None:
+        model_type = getattr(getattr(base, "config", None), "model_type", None)
+        raise UserError(
+            f"{type(base).__name__} (model_type {model_type!r}) is not a model this project can inject into; "
+            f"supported families: {supported_model_types()}")
+
+
 class InjectionEngine(nn.Module):
     """Runs a frozen Hugging Face base model (`*Model`, not `*For...`) with a prompt inserted before layer m."""
 
     def __init__(self, base: nn.Module, prompt_positions: str = "before"):
         super().__init__()
+        check_injectable(base)
         family = family_of(base)
-        if family is None:
-            raise UserError(
-                f"{type(base).__name__} (model_type {getattr(base.config, 'model_type', '?')!r}) is not a model this "
-                f"project can inject into; supported families: {', '.join(f.name for f in FAMILIES)}")
         if prompt_positions not in PROMPT_POSITIONS:
             raise UserError(f"model.prompt_positions={prompt_positions!r}; valid: {', '.join(PROMPT_POSITIONS)}")
         self.base = base
@@ -143,7 +151,9 @@ class InjectionEngine(nn.Module):
         With a key/value `cache` (decoding, `generation.py`) every layer appends its keys and values to it."""
         if start >= end:
             return hidden
-        context = self.family.context(self.base, hidden, attention_mask, positions, cache, (start, end))
+        # pruning reads query rows of the masks: never the `None` that stands for sdpa's is_causal
+        context = self.family.context(self.base, hidden, attention_mask, positions, cache, (start, end),
+                                      materialize=rows is not None)
         last = end - 1 if rows is not None else end
         for index in range(start, last):
             hidden = self.family.call(self.layers[index], index, hidden, context, cache=cache)

@@ -5,14 +5,17 @@ full recomputation of every step gives; strategies, EOS and beams work; padding 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from idspam.generation import generate, left_padded
+from idspam.generation import InjectedCausalLM, generate, left_padded
 from idspam.heads import VerbalizerHead
-from idspam.injection import InjectionEngine
+from idspam.injection import InjectionEngine, real_positions
 from idspam.methods import build_method, method_config
 from idspam.model import PromptModel
 
 from .test_decoders import DECODERS, batch
+from .tiny_decoders import FAMILY_ATTN, pad, rows
+from .tiny_decoders import causal_lm as tiny_lm
 
 
 def causal_lm(model_type: str, attn: str = "sdpa"):
@@ -133,3 +136,96 @@ def test_right_padding_is_moved_to_the_left():
     left_ids, left_mask = left_padded(ids, mask)
     expected_ids, expected_mask = batch("left")
     assert torch.equal(left_ids, expected_ids) and torch.equal(left_mask, expected_mask)
+
+
+# --- every family, both attention implementations, unpadded and padded batches, greedy and beam ---------------
+
+def generation_cases(generator: torch.Generator):
+    """(name, ids, mask): a single unpadded input, equal-length rows, very different lengths padded left and
+    right (transformers drops an all-ones mask: the first two take that path)."""
+    single = rows([7], generator)
+    equal = rows([6, 6, 6], generator)
+    mixed = rows([2, 12, 5], generator)
+    return [("single", *pad(single, "left")), ("equal", *pad(equal, "left")), ("padded-left", *pad(mixed, "left")),
+            ("padded-right", *pad(mixed, "right"))]
+
+
+KW = dict(max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0, output_scores=True,
+          return_dict_in_generate=True)
+
+
+def assert_same_generation(ours, ref, width: int, what: str):
+    assert torch.equal(ours.sequences[:, width:], ref.sequences[:, width:]), what
+    torch.testing.assert_close(torch.stack(ours.scores), torch.stack(ref.scores), atol=2e-4, rtol=1e-4,
+                               msg=lambda m, what=what: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("family,attn", FAMILY_ATTN)
+def test_without_a_prompt_greedy_and_beam_are_hugging_faces_generate(family, attn):
+    """Tokens and every step's scores equal `*ForCausalLM.generate`'s (Gemma2's final softcap included)."""
+    lm = tiny_lm(family, attn)
+    model = prompt_model(lm, "lora")  # LoRA at its initialisation: no prompt, the backbone itself
+    for name, ids, mask in generation_cases(torch.Generator().manual_seed(5)):
+        left_ids, left_mask = left_padded(ids, mask)
+        for beams in (1, 3):
+            ref = lm.generate(input_ids=left_ids, attention_mask=left_mask, num_beams=beams, **KW)
+            ours = generate(model, ids, mask, num_beams=beams, **KW)
+            assert_same_generation(ours, ref, ids.shape[1], f"{family}/{attn}/{name}/beams={beams}")
+
+
+class Recomputed(InjectedCausalLM):
+    """The reference: no cache, the whole sequence run again at every step, the prompt written once from the
+    first `width` columns (the input)."""
+
+    def __init__(self, model, lm_head, width: int):
+        super().__init__(model, lm_head)
+        self.width = width
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        engine, m, method = self.prompt_model.engine, self.prompt_model.layer, self.prompt_model.method
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        prompt = method(engine.lower(input_ids[:, :self.width], mask[:, :self.width], m))
+        hidden = engine.upper(engine.lower(input_ids, mask, m).hidden, mask, m, prompt)
+        return CausalLMOutputWithPast(logits=engine.family.final_logits(engine.config, self.lm_head(hidden)).float())
+
+
+PROMPTED = [("idspam", 1), ("lpt", 1), ("prompt_tuning", 1), ("prompt_tuning", 0)]
+
+
+@pytest.mark.parametrize("family,attn", FAMILY_ATTN)
+def test_with_a_prompt_cached_greedy_and_beam_equal_recomputing_every_step(family, attn):
+    """ID-SPAM, LPT and prompt tuning at m > 0 (and prompt tuning at m = 0, where layer 0's cache holds the
+    prompt): the key/value-cached decode gives the tokens and scores of recomputing every step."""
+    lm = tiny_lm(family, attn)
+    plain = prompt_model(lm, "lora")
+    effect = 0.0  # how much the prompt moved the first scores (a window may hide it from a long row's end)
+    for i, (name, ids, mask) in enumerate(generation_cases(torch.Generator().manual_seed(6))):
+        # every method meets every case across the families (m = 0 on unpadded rows: the cache-length rule)
+        method, layer = PROMPTED[(i + FAMILY_ATTN.index((family, attn))) % len(PROMPTED)]
+        model = prompt_model(lm, method, layer)
+        left_ids, left_mask = left_padded(ids, mask)
+        reference = Recomputed(model, lm.lm_head, ids.shape[1]).eval()
+        for beams in (1, 3):
+            ref = reference.generate(input_ids=left_ids, attention_mask=left_mask, num_beams=beams, use_cache=False,
+                                     **KW)
+            ours = generate(model, ids, mask, num_beams=beams, **KW)
+            assert_same_generation(ours, ref, ids.shape[1], f"{family}/{attn}/{name}/{method}@{layer}/beams={beams}")
+        unprompted = generate(plain, ids, mask, **{**KW, "max_new_tokens": 1}).scores[0]
+        prompted = generate(model, ids, mask, **{**KW, "max_new_tokens": 1}).scores[0]
+        effect = max(effect, float((prompted - unprompted).abs().max()))
+    assert effect > 1e-2, "the prompt must matter"
+
+
+def test_gemma2_generation_logits_are_the_causal_lms():
+    """Gemma2ForCausalLM caps its final logits (cap 3.0 here, logits well beyond it): generation does too."""
+    lm = tiny_lm("gemma2", "eager")
+    model = prompt_model(lm, "lora")
+    ids, mask = pad(rows([9, 4], torch.Generator().manual_seed(2)), "left")
+    wrapper = InjectedCausalLM(model, lm.lm_head).eval()
+    with torch.no_grad():
+        ours = wrapper(input_ids=ids, attention_mask=mask).logits
+        ref = lm(input_ids=ids, attention_mask=mask, position_ids=real_positions(mask)).logits
+        raw = lm.lm_head(lm.model(input_ids=ids, attention_mask=mask, position_ids=real_positions(mask))[0])
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], ref[real], atol=1e-4, rtol=1e-4)
+    assert (ref[real] - raw[real]).abs().max() > 0.5, "the cap must matter"

@@ -335,7 +335,8 @@ DECODERS = {
 @pytest.mark.parametrize("model_type", list(DECODERS))
 def test_decoders_classify_reload_and_generate(model_type, tmp_path):
     """Tiny random GPT-2 and Llama: a sequence classifier (reload, disable_adapter), and a causal LM whose generate
-    (no KV cache: the prompt depends on the whole input) is the greedy decoding of the prompted model."""
+    is the greedy decoding of the prompted model, the prompt written once from the input
+    (tests/test_peft_generate.py checks it against idspam's own generate, beams and sliding windows too)."""
     from peft import PeftModel, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -362,12 +363,15 @@ def test_decoders_classify_reload_and_generate(model_type, tmp_path):
 
     torch.manual_seed(0)
     lm = get_peft_model(AutoModelForCausalLM.from_config(config), idspam.LPTConfig(layer=1, bottleneck=8)).eval()
-    with torch.no_grad():
+    with torch.no_grad():  # the prompt written once from the input: greedy recomputation with that prompt
         generated = lm.generate(input_ids=ids[:1], attention_mask=mask[:1], max_new_tokens=4, do_sample=False,
                                 pad_token_id=0)
         greedy = ids[:1]
+        layer = lm.base_model.model.base_model.idspam_injection
         for _ in range(4):
-            greedy = torch.cat([greedy, lm(input_ids=greedy).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+            with layer.generating(ids.shape[1]):
+                logits = lm.base_model.model(input_ids=greedy).logits
+            greedy = torch.cat([greedy, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
         with lm.disable_adapter():
             unprompted = lm(input_ids=greedy).logits
         assert not torch.allclose(unprompted, lm(input_ids=greedy).logits)

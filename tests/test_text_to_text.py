@@ -375,6 +375,11 @@ def test_generate_trains_scores_writes_predictions_and_reloads(compose_cfg, tmp_
     one = [json.loads(line)["prediction"] for line in (tmp_path / "one.jsonl").read_text().splitlines()]
     assert one == predictor.generate([p["input"] for p in predictions], max_new_tokens=1)
     assert one != [p["prediction"] for p in predictions]  # 4 tokens (the run's setting) gave more
+    # a single input (no padding: transformers drops the attention mask) gets the text it gets inside a batch
+    assert [predictor.generate([p["input"]])[0] for p in predictions] == [p["prediction"] for p in predictions]
+    (tmp_path / "single.jsonl").write_text((tmp_path / "dev.jsonl").read_text().splitlines()[1] + "\n")
+    main([str(out / "adapter"), "--input", str(tmp_path / "single.jsonl"), "--output", str(tmp_path / "s.jsonl")])
+    assert json.loads((tmp_path / "s.jsonl").read_text())["prediction"] == predictions[1]["prediction"]
 
 
 @needs_generation
@@ -417,6 +422,11 @@ def test_training_path_scores_the_tokens_generation_picks(compose_cfg, tmp_path,
     new = generate(model, batch["gen_input_ids"], batch["gen_attention_mask"], max_new_tokens=4, do_sample=False,
                    num_beams=1, eos_token_id=None, pad_token_id=tok.pad_token_id, min_new_tokens=4)
     assert new.shape == (2, 4)
+    for r, ids in enumerate(enc["input_ids"]):  # each input alone (unpadded: transformers drops the mask): the same
+        one = data.collate([{"input_ids": ids, "target_start": enc["target_start"][r], "reference": "", "labels": -1}])
+        alone = generate(model, one["gen_input_ids"], one["gen_attention_mask"], max_new_tokens=4, do_sample=False,
+                         num_beams=1, eos_token_id=None, pad_token_id=tok.pad_token_id, min_new_tokens=4)
+        assert torch.equal(alone[0], new[r]), f"input {r} alone"
     for r, ids in enumerate(enc["input_ids"]):
         for s in range(4):
             row = ids + new[r, :s].tolist()

@@ -8,6 +8,7 @@ prompt, the upper stack on [prompt ; hidden].
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import types
 from typing import Any
@@ -49,6 +50,7 @@ class PromptInjectionLayer(nn.Module, BaseTunerLayer):
         self._active_adapter = "default"
         self._disable_adapters = False
         self.merged_adapters = []
+        self._generation_width: int | None = None  # the input's columns while `generate` runs
 
     @property
     def engine(self):
@@ -92,26 +94,49 @@ class PromptInjectionLayer(nn.Module, BaseTunerLayer):
                             "(model.set_adapter(<name>))")
         return active[0] if active else None
 
+    @contextlib.contextmanager
+    def generating(self, input_width: int | None):
+        """During `PeftModel.generate`: the input is the first `input_width` columns, the prompt is written from
+        them alone (without a cache too: `use_cache=False` recomputes the sequence, never the prompt's source)."""
+        previous, self._generation_width = self._generation_width, input_width
+        try:
+            yield
+        finally:
+            self._generation_width = previous
+
     def forward_backbone(self, adapter: str, input_ids, attention_mask, token_type_ids, kwargs: dict):
         from transformers.modeling_outputs import (
             BaseModelOutputWithPastAndCrossAttentions,
             BaseModelOutputWithPoolingAndCrossAttentions,
         )
 
+        from ..generation import PROMPT_LENGTH, injected_step
+
         if kwargs.get("inputs_embeds") is not None:
             raise UserError("inputs_embeds is not supported with an idspam prompt adapter active: pass input_ids")
-        cache = kwargs.get("past_key_values")
-        if cache is not None and (not hasattr(cache, "get_seq_length") or cache.get_seq_length() > 0):
-            raise UserError("a KV cache is not supported with an idspam prompt adapter active (the prompt depends on "
-                            "the whole input): generate(..., use_cache=False), the default after wrapping")
-        # position_ids / cache_position: the engine places the real tokens itself, from the attention mask
         if input_ids is None:
             raise UserError("an idspam prompt adapter needs input_ids (not inputs_embeds)")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is not None and self.engine.causal and hasattr(cache, "get_seq_length"):
+            # generation with a key/value cache (transformers passes one from the prefill on): idspam's own decode,
+            # the prompt written once from the input at prefill, as `idspam.generation.generate` does
+            if cache.get_seq_length() > 0 and getattr(cache, PROMPT_LENGTH, None) is None:
+                raise UserError("a key/value cache filled without the idspam prompt cannot continue with it: "
+                                "generate from the input")
+            hidden, cache = injected_step(self._models[adapter], input_ids, attention_mask, cache)
+            return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden, cache=cache)
+        if cache is not None and (not hasattr(cache, "get_seq_length") or cache.get_seq_length() > 0):
+            raise UserError("a key/value cache is not supported with an idspam prompt adapter on an encoder")
+        # position_ids / cache_position: the engine places the real tokens itself, from the attention mask
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             batch["token_type_ids"] = token_type_ids
+        width = self._generation_width
+        if width is not None and input_ids.shape[1] > width:  # generate(use_cache=False): the prompt's source
+            batch["input_mask"] = attention_mask.clone()
+            batch["input_mask"][:, width:] = 0
         hidden = self._models[adapter].hidden_states(batch)
         backbone = self.engine.base
         pooler = getattr(backbone, "pooler", None)

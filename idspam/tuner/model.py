@@ -4,6 +4,9 @@ PEFT hooks (trainable parameters, adapter names in saved keys, unload) that a pr
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 from peft import PeftConfig
 from peft.tuners.tuners_utils import BaseTuner
 from peft.utils.other import set_additional_trainable_modules
@@ -56,10 +59,20 @@ class PromptInjectionModel(BaseTuner):
                                          adapter_name=adapter_name,
                                          activate_adapter=adapter_name in self.active_adapters)
         backbone.train(backbone.training)  # apply backbone_mode now
-        generation = getattr(model, "generation_config", None)
-        if generation is not None and getattr(generation, "use_cache", None) is not False:
-            self._use_cache = generation.use_cache  # generate() recomputes the whole sequence each step
-            generation.use_cache = False
+
+    @contextlib.contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """PeftModel enters this around `forward` and `generate` (whatever the task type): the input's width is
+        kept, so that generation writes the prompt from the input alone (with the key/value cache, the
+        default, by idspam's own decode; `use_cache=False` recomputes the sequence, the prompt still from the
+        input). Inside one forward it changes nothing."""
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        layer = getattr(backbone_of(self.model), ATTRIBUTE, None)
+        if layer is None or not isinstance(ids, torch.Tensor):
+            yield
+            return
+        with layer.generating(ids.shape[1]):
+            yield
 
     def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
         """Freeze everything but the prompt methods (whose requires_grad `set_adapter` sets) and PEFT's auxiliary
@@ -97,10 +110,8 @@ class PromptInjectionModel(BaseTuner):
                         "use unload() to get the base model back")
 
     def unload(self) -> nn.Module:
-        """The base model without the prompt layer, its forward (and generation's use_cache) restored."""
+        """The base model without the prompt layer, its forward restored."""
         _detach(backbone_of(self.model))
-        if hasattr(self, "_use_cache"):
-            self.model.generation_config.use_cache = self._use_cache
         return self.model
 
     def delete_adapter(self, adapter_name: str) -> None:
