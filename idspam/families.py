@@ -76,16 +76,18 @@ def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
     return logits if not cap else torch.tanh(logits / cap) * cap
 
 
-def sliding_window_function(mask: torch.Tensor, window: int):
-    """A mask function (transformers' `and_mask_function`) for a sliding window over the row's own tokens:
-    query and key are at most `window - 1` attended tokens apart, counted on the 2-D `mask` (B, K) that covers
-    every key column. Without padding inside the row this is transformers' window over columns."""
-    index = mask.long().cumsum(-1)
-
-    def inner(batch_idx, head_idx, q_idx, kv_idx):
-        return index[batch_idx, q_idx] - index[batch_idx, kv_idx] < window
-
-    return inner
+def restrict_to_window(causal, mask: torch.Tensor, window: int):
+    """A 4-D causal mask (B, 1, Q, K) (bool for sdpa, additive float for eager) narrowed to a sliding window over
+    the row's own tokens: query and key at most `window - 1` attended tokens apart, counted on the 2-D `mask`
+    (B, K) that covers every key column (the queries are its last Q columns). Without padding inside the row
+    this is transformers' window over columns. Other masks (flash, flex attention) are left as they are."""
+    if not isinstance(causal, torch.Tensor) or causal.dim() != 4:
+        return causal
+    index = mask.int().cumsum(-1, dtype=torch.int32)  # int32 and one comparison: cheap at (B, Q, K)
+    inside = (index[:, None, :] > (index[:, -causal.shape[2]:] - window)[:, :, None])[:, None]
+    if causal.dtype == torch.bool:
+        return causal & inside
+    return causal.masked_fill(~inside, torch.finfo(causal.dtype).min)
 
 
 class Family:
@@ -283,10 +285,12 @@ class RotaryDecoderFamily(Family):
             # always a 2-D mask and no position ids: create_causal_mask would read uneven positions as packed
             # sequences. A sliding window counts the tokens of the row (prompt and real ones), not its columns:
             # padding between the prompt and the input never pushes the prompt out of a window.
-            window = sliding_window_function(mask, config.sliding_window) if kind == "sliding_attention" else None
+            sliding = kind == "sliding_attention"
             masks[kind] = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=mask, cache=cache,
-                                             and_mask_function=window, allow_is_causal_skip=not materialize,
+                                             allow_is_causal_skip=not (materialize or sliding),
                                              layer_idx=first[kind] if cache is not None else None)
+            if sliding:
+                masks[kind] = restrict_to_window(masks[kind], mask, config.sliding_window)
         return {"masks": masks, "types": types, "positions": positions,
                 "rotary": base.rotary_emb(hidden, positions)}
 
