@@ -145,7 +145,7 @@ def in_float32(states: LowerStates) -> LowerStates:
 
 def build_model(run: RunConfig, spec: TaskSpec, backbone: Backbone, tokenizer) -> PromptModel:
     """The run's model on a loaded backbone: the engine, the method (attached to it) and the head."""
-    engine = InjectionEngine(backbone.base, run.model.prompt_positions)
+    engine = InjectionEngine(backbone.base, run.model.prompt_positions, run.model.activation_checkpointing)
     method = run.method.build(engine.hidden_size)
     method.attach(engine)
     head = HEADS[run.head.type].build(run, spec, backbone, tokenizer, engine)
