@@ -168,3 +168,26 @@ def test_quantization_without_bitsandbytes_is_one_line(monkeypatch):
                                         r"pip install 'idspam\[quant\]'"):
         ModelConfig(quantization="nf4")
     ModelConfig(quantization="none")
+
+
+@pytest.mark.slow  # three two-epoch runs
+def test_cache_lower_and_checkpointing_on_an_nf4_decoder_change_no_result(compose_cfg, tmp_path):
+    """Two epochs on an nf4 Llama: with the lower stack cached (epoch 2 reads it) and with activation
+    checkpointing, the dev metrics and the final trained tensors are those of the plain run."""
+    from idspam.runner.checkpoints import load_checkpoint
+    from idspam.runner.train import train
+
+    common = ["model=tiny_llama", "model.quantization=nf4", "model.padding_side=left", "trainer.max_epochs=2",
+              "task.max_train_samples=16", "logger=none", "data.batch_size=8", *WIDE_LLAMA]
+    runs = {}
+    for variant in ("cache_lower=false", "cache_lower=true", "model.activation_checkpointing=true"):
+        out = tmp_path / variant.replace("=", "_")
+        results = train(compose_cfg(*common, variant, f"paths.output_dir={out}"))
+        state = load_checkpoint(out / "checkpoints" / "last.ckpt")["state_dict"]
+        runs[variant] = ([e["validation/accuracy"] for e in results["epochs"]], state)
+    plain = runs.pop("cache_lower=false")
+    for variant, (metrics, state) in runs.items():
+        assert metrics == plain[0], variant
+        assert set(state) == set(plain[1])
+        for name, tensor in plain[1].items():
+            torch.testing.assert_close(state[name], tensor, atol=1e-5, rtol=1e-4, msg=f"{variant}: {name}")
