@@ -191,3 +191,45 @@ def test_cache_lower_and_checkpointing_on_an_nf4_decoder_change_no_result(compos
         assert set(state) == set(plain[1])
         for name, tensor in plain[1].items():
             torch.testing.assert_close(state[name], tensor, atol=1e-5, rtol=1e-4, msg=f"{variant}: {name}")
+
+
+def quantized_causal_lm(tmp_path, quantization: str = "nf4"):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from idspam.backbone import quantization_config, quantized_device_map
+    from idspam.config import ModelConfig
+
+    from .test_decoders import DECODERS
+
+    arch = {**DECODERS["llama"], "hidden_size": 64, "intermediate_size": 128}
+    config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    return AutoModelForCausalLM.from_pretrained(tmp_path, device_map=quantized_device_map(),
+                                                quantization_config=quantization_config(
+                                                    ModelConfig(quantization=quantization))).eval()
+
+
+@pytest.mark.slow  # two 4-bit causal LMs built, saved and reloaded
+def test_generation_on_an_nf4_decoder(tmp_path):
+    """Without a prompt (LoRA at B = 0) generation equals the quantized HF model's; with ID-SPAM's prompt the
+    cached decode gives the tokens of recomputing every step, and the prompt changes the scores."""
+    from idspam.generation import generate, left_padded
+
+    from .test_generation import prompt_model, recompute_greedy
+
+    lm = quantized_causal_lm(tmp_path)
+    ids, mask = batch("right")
+    kw = dict(max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0, output_scores=True,
+              return_dict_in_generate=True)
+    left_ids, left_mask = left_padded(ids, mask)
+    ref = lm.generate(input_ids=left_ids, attention_mask=left_mask, **kw)
+    ours = generate(prompt_model(lm, "lora"), ids, mask, **kw)
+    torch.testing.assert_close(torch.stack(ours.scores), torch.stack(ref.scores), atol=1e-4, rtol=1e-4)
+    lm = quantized_causal_lm(tmp_path / "again")  # LoRA wrapped the first one's layers
+    model = prompt_model(lm, "idspam")
+    ours = generate(model, ids, mask, **kw)
+    tokens, logits = recompute_greedy(model, ids, mask, 5)
+    assert torch.equal(ours.sequences[:, ids.shape[1]:], tokens)
+    torch.testing.assert_close(torch.stack(ours.scores), logits, atol=1e-4, rtol=1e-4)
+    assert (torch.stack(ours.scores) - torch.stack(ref.scores)).abs().max() > 1e-2, "the prompt must matter"
