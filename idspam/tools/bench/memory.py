@@ -154,7 +154,17 @@ def _rss_mb() -> float:
 
 
 def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak RSS (VmHWM) of this process (Linux); False where it cannot."""
+    """Reset the kernel's peak RSS (VmHWM) of this process (Linux); False where it cannot. The heap that
+    building the weights freed goes back to the kernel first (glibc `malloc_trim`): left resident, the step's
+    allocations would reuse it unseen and the step's peak would read too low."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -181,9 +191,9 @@ def measure_row(row: dict, args: dict) -> dict:
         weights = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
     else:
-        weights = _rss_mb()
         if not _reset_peak_rss():
             raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): Linux only")
+        weights = _rss_mb()
     times = []
     for _ in range(int(args["steps"])):
         start = time.perf_counter()
