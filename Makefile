@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test test-fast lint demo params bench report repro-cpu protocol protocol-tune protocol-main \
+.PHONY: install test test-fast lint demo params bench gpu-check report repro-cpu protocol protocol-tune protocol-main \
 	protocol-layers protocol-ablations protocol-curves protocol-report
 
 ## install: torch 2.13.0 first (the CPU build where one is on disk), then the project, editable, with dev extras
@@ -32,6 +32,11 @@ params:
 ## bench: training speed and memory of every method against PEFT (roberta_base shapes, CPU); ARGS="--device cuda ..."
 bench:
 	$(PYTHON) -m idspam bench $(ARGS)
+
+## gpu-check: the device check on one CUDA GPU (< 8 min): memory at 1B/8B shapes (bf16, nf4, checkpointing, cache),
+## the step benchmark and a short MiniLM run on the GPU; JSON under OUT=outputs/gpu_check
+gpu-check:
+	PYTHON=$(PYTHON) bash experiments/gpu_check.sh
 
 ## report: tables (and the layer figure) of sweeps beside the paper's numbers; SWEEPS defaults to the newest sweep;
 ## ARGS="--format md csv json --reference roberta_base"

@@ -6,6 +6,8 @@ The backbone is loaded frozen: every parameter has requires_grad=False.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,18 +171,57 @@ def _split_lm_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # model.dtype and the cache dtypes
 
 
+def quantization_config(cfg: ModelConfig):
+    """transformers' `BitsAndBytesConfig` for `model.quantization` (None for none): 4-bit NF4/FP4 with compute in
+    `model.dtype` (QLoRA's recipe), or 8-bit LLM.int8(). Only the backbone's linear layers are quantized; the
+    embeddings, norms and the LM head stay in `model.dtype` (transformers' defaults)."""
+    if cfg.quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quantization,
+                              bnb_4bit_compute_dtype=DTYPES[cfg.dtype])
+
+
+def quantized_device_map() -> dict:
+    """bitsandbytes quantizes on the device the weights load to: this process's GPU (LOCAL_RANK under DDP/FSDP)
+    when there is one, else the CPU (its CPU backend)."""
+    if torch.cuda.is_available():
+        return {"": f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"}
+    return {"": "cpu"}
+
+
+def _load_quantized(loader, cfg: ModelConfig, config: PretrainedConfig, path: str | None, dtype):
+    """A quantized backbone. Random weights (`path` None) are built from the config (from the current seed),
+    saved to a temporary folder and reloaded through the same `BitsAndBytesConfig` path as a checkpoint, so a
+    random-weight run quantizes exactly as a pretrained one would."""
+    kwargs = dict(config=config, attn_implementation=cfg.attn_implementation, dtype=dtype,
+                  quantization_config=quantization_config(cfg), device_map=quantized_device_map())
+    if path is not None:
+        return _from_pretrained(loader, cfg, path, "model", **kwargs)
+    with tempfile.TemporaryDirectory(prefix="idspam-quant-") as folder:
+        loader.from_config(config, attn_implementation=cfg.attn_implementation, dtype=dtype).save_pretrained(folder)
+        return loader.from_pretrained(folder, **kwargs)
+
+
 def load_backbone(cfg: ModelConfig, config: PretrainedConfig, with_lm_head: bool = False) -> Backbone:
-    """Weights (pretrained or random) in `model.dtype`, frozen. `with_lm_head` also returns the frozen LM
-    head: the masked-LM head of an encoder, the causal-LM head of a decoder."""
+    """Weights (pretrained or random) in `model.dtype`, frozen; with `model.quantization`, the linear layers
+    in 4 or 8 bits (`quantization_config`). `with_lm_head` also returns the frozen LM head: the masked-LM head
+    of an encoder, the causal-LM head of a decoder."""
     decoder = is_decoder(config)
     loader = (AutoModelForCausalLM if decoder else AutoModelForMaskedLM) if with_lm_head else AutoModel
     dtype = DTYPES[cfg.dtype]
     if cfg.pretrained:
         path = resolve_path(cfg.name_or_path)
         try:
-            model = _from_pretrained(
-                loader, cfg, path, "model", config=config, attn_implementation=cfg.attn_implementation, dtype=dtype
-            )
+            if cfg.quantization != "none":
+                model = _load_quantized(loader, cfg, config, path, dtype)
+            else:
+                model = _from_pretrained(
+                    loader, cfg, path, "model", config=config, attn_implementation=cfg.attn_implementation,
+                    dtype=dtype)
         except ValueError as e:
             if with_lm_head:
                 raise UserError(
@@ -193,6 +234,8 @@ def load_backbone(cfg: ModelConfig, config: PretrainedConfig, with_lm_head: bool
                 f"head=mlm needs pretrained masked-LM head weights; {cfg.name!r} ({path}) ships none "
                 "(a sentence-embedding model?). Use head=cls."
             )
+    elif cfg.quantization != "none":
+        model = _load_quantized(loader, cfg, config, None, dtype)
     else:
         model = loader.from_config(config, attn_implementation=cfg.attn_implementation, dtype=dtype)
     if with_lm_head:

@@ -30,6 +30,7 @@ PADDING_SIDES = ("right", "left")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 CACHE_LOWER_DTYPES = ("auto", *DTYPE_NAMES)
 CACHE_LOWER_DEVICES = ("auto", "cpu", "gpu")
+QUANTIZATIONS = ("none", "nf4", "fp4", "int8")  # of the frozen backbone, through bitsandbytes (backbone.py)
 
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
 
@@ -52,6 +53,11 @@ class ModelConfig:
     prune_last_layer: bool = True
     revision: str | None = None
     trust_remote_code: bool = False
+    # the frozen backbone's linear layers in 4 bits (nf4, fp4: QLoRA's) or 8 bits (int8), through bitsandbytes;
+    # compute in model.dtype. Random weights (pretrained=false) are quantized too (built, saved, reloaded).
+    quantization: str = "none"
+    # layers m..N-1 recompute their activations in the backward pass (torch.utils.checkpoint, non-reentrant)
+    activation_checkpointing: bool = False
 
     def __post_init__(self):
         from .injection import PROMPT_POSITIONS
@@ -62,6 +68,17 @@ class ModelConfig:
         if self.padding_side is not None:
             check_choice("model.padding_side", self.padding_side, PADDING_SIDES)
         check_choice("model.prompt_positions", self.prompt_positions, PROMPT_POSITIONS)
+        check_choice("model.quantization", self.quantization, QUANTIZATIONS)
+        if self.quantization != "none" and not has_bitsandbytes():
+            raise UserError(f"model.quantization={self.quantization} needs bitsandbytes, which is not installed: "
+                            "pip install 'idspam[quant]' (or model.quantization=none)")
+
+
+def has_bitsandbytes() -> bool:
+    """Is bitsandbytes importable (looked up, not imported: importing it is slow)?"""
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
 
 
 @dataclass

@@ -92,10 +92,19 @@ def check_injectable(base: nn.Module) -> None:
             f"supported families: {supported_model_types()}")
 
 
+def checkpointed(on: bool, fn, *args, **kwargs):
+    """fn(*args) through PyTorch's non-reentrant activation checkpoint when `on` (same outputs and gradients)."""
+    if not on:
+        return fn(*args, **kwargs)
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(fn, *args, use_reentrant=False, **kwargs)
+
+
 class InjectionEngine(nn.Module):
     """Runs a frozen Hugging Face base model (`*Model`, not `*For...`) with a prompt inserted before layer m."""
 
-    def __init__(self, base: nn.Module, prompt_positions: str = "before"):
+    def __init__(self, base: nn.Module, prompt_positions: str = "before", activation_checkpointing: bool = False):
         super().__init__()
         check_injectable(base)
         family = family_of(base)
@@ -105,6 +114,8 @@ class InjectionEngine(nn.Module):
         self.config = base.config
         self.family: Family = family
         self.prompt_positions = prompt_positions
+        # layers run with a graph (m..N-1) keep only their inputs and recompute the rest in backward
+        self.activation_checkpointing = activation_checkpointing
 
     @property
     def causal(self) -> bool:
@@ -155,10 +166,11 @@ class InjectionEngine(nn.Module):
         context = self.family.context(self.base, hidden, attention_mask, positions, cache, (start, end),
                                       materialize=rows is not None)
         last = end - 1 if rows is not None else end
+        ckpt = self.activation_checkpointing and cache is None and torch.is_grad_enabled()
         for index in range(start, last):
-            hidden = self.family.call(self.layers[index], index, hidden, context, cache=cache)
+            hidden = checkpointed(ckpt, self.family.call, self.layers[index], index, hidden, context, cache=cache)
         if rows is not None:
-            hidden = self.family.call_at(self.layers[last], last, hidden, context, rows)
+            hidden = checkpointed(ckpt, self.family.call_at, self.layers[last], last, hidden, context, rows)
         return hidden
 
     def check_layer(self, layer: int) -> None:

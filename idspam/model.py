@@ -145,7 +145,7 @@ def in_float32(states: LowerStates) -> LowerStates:
 
 def build_model(run: RunConfig, spec: TaskSpec, backbone: Backbone, tokenizer) -> PromptModel:
     """The run's model on a loaded backbone: the engine, the method (attached to it) and the head."""
-    engine = InjectionEngine(backbone.base, run.model.prompt_positions)
+    engine = InjectionEngine(backbone.base, run.model.prompt_positions, run.model.activation_checkpointing)
     method = run.method.build(engine.hidden_size)
     method.attach(engine)
     head = HEADS[run.head.type].build(run, spec, backbone, tokenizer, engine)
@@ -186,7 +186,7 @@ def count_on_meta(model_cfg, method_cfg, head_cfg, spec: TaskSpec) -> dict:
     from .backbone import load_backbone, load_config
     from .heads import ClassificationHead
 
-    model_cfg = replace(model_cfg, pretrained=False)
+    model_cfg = replace(model_cfg, pretrained=False, quantization="none")  # the trained parts do not change
     config = load_config(model_cfg)
     with torch.device("meta"):
         engine = InjectionEngine(load_backbone(model_cfg, config).base)
@@ -211,6 +211,11 @@ def check_backbone_fits(run: RunConfig, config) -> None:
     from .backbone import is_decoder, max_positions
 
     check_layer(run.layer, config.num_hidden_layers, run.model.name)
+    if run.model.quantization != "none" and run.method.trains_frozen_weights:
+        raise UserError(f"method={run.method.name} trains the backbone's own weights, which "
+                        f"model.quantization={run.model.quantization} freezes in 4/8 bits; use "
+                        "model.quantization=none, or a method that trains outside them (idspam, lpt, "
+                        "prompt_tuning, lora as QLoRA, ...)")
     run.method.check_hidden(config.hidden_size)
     limit = max_positions(config)
     if limit and run.task.max_length > limit:

@@ -43,6 +43,7 @@ class MethodConfig:
     trains_below: ClassVar[bool] = False  # it trains something below its layer: autograd runs there, no lower cache
     has_prompt: ClassVar[bool] = True  # it writes a prompt (LoRA and fine-tuning do not)
     peft_native: ClassVar[bool] = False  # it is one of PEFT's own tuners: its adapter is a plain PEFT folder (LoRA)
+    trains_frozen_weights: ClassVar[bool] = False  # it updates the backbone's own weights (no quantized backbone)
     registered: ClassVar[dict[str, type[MethodConfig]]] = {}  # name -> config class, filled by subclassing
 
     def __init_subclass__(cls, **kwargs):

@@ -22,6 +22,7 @@ class FinetuneConfig(MethodConfig):
 
     trains_below = True
     has_prompt = False
+    trains_frozen_weights = True
 
     def build(self, hidden_size: int) -> Finetune:
         return Finetune(self, hidden_size)

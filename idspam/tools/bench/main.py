@@ -61,6 +61,11 @@ def build_parser():
     add("--decode", action="store_true", default=None,
         help="decode speed instead: tokens/s of generate with the prompt at m = N/2 against PEFT prompt tuning "
              "and no prompt, on a decoder (--model gpt2, llama_small; decode.py)")
+    add("--memory-rows", dest="memory_rows", action="store_true", default=None,
+        help="peak training memory per row at real shapes, each row in a fresh process (--model qwen2_5_0_5b, "
+             "llama_3_2_1b, llama_3_1_8b; rows like 'idspam m=16 nf4 ckpt,peft lora nf4'; memory.py)")
+    add("--row-timeout", dest="row_timeout", type=positive_int, help="--memory-rows: seconds per row (default 3600)")
+    add("--memory-child", dest="memory_child", action="store_true", default=None, help=argparse.SUPPRESS)
     add("--new-tokens", dest="new_tokens", type=positive_int, help="--decode: tokens generated per input (default 32)")
     return parser
 
@@ -93,6 +98,14 @@ def main(argv: list[str] | None = None) -> None:
             row = build_row(*spec, args, shared)
             print(peak_memory_mb(row, args))  # from the loaded model: optimizer state, grads, activations
             return
+        if args.pop("memory_rows", None):
+            from . import memory
+
+            args = {k: v for k, v in args.items() if k not in ("e2e", "decode")}
+            if args.pop("memory_child", None):
+                return memory.child(args)
+            results = memory.run_rows(args)
+            return finish(args, results, memory.memory_table(results, args))
         if args.pop("e2e", None):
             from .e2e import main_e2e
 
