@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import datasets
@@ -18,22 +18,28 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 from ..config import RunConfig, TaskConfig
 from ..files import digest
 from ..heads import HEADS
-from ..tasks import TaskSpec, get_spec, load_split, source_fingerprint, source_split, subsample_limit
+from ..tasks import TaskSpec, get_spec, load_split, source_fingerprint, subsample_limit
 from ..text import TextTokenize, Tokenize, collate_for, tokenizer_for
 
 log = logging.getLogger(__name__)
 
 
-def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
-    """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
+def split_key(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> str:
+    """The cache key of a tokenised split: the whole resolved task config and the task's spec (every column,
+    label and template setting: a setting added later is in the key without anyone listing it), the source
+    file's identity, the seed where it picks rows, and the tokenizer's own key."""
     limit = subsample_limit(run.task, split)
-    heldout = run.task.heldout_samples if source_split(split) == "train" else None
-    key = digest({
-        "source": source_fingerprint(spec, run.task, split, run.data_dir), "task": spec.name, "split": split,
-        "labels": spec.label_names, "subsample": [limit, run.seed] if limit is not None else None,  # seed picks rows
-        **({"heldout": [heldout, run.task.heldout_seed]} if heldout else {}),
+    return digest({
+        "source": source_fingerprint(spec, run.task, split, run.data_dir), "split": split,
+        "task": asdict(run.task), "spec": asdict(spec),
+        "seed": run.seed if limit is not None else None,  # the seed picks the subsample's rows
         **tokenize.key(),
     })
+
+
+def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
+    """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
+    key = split_key(run, spec, split, tokenize)
     folder = Path(run.cache_dir) / "tokenized" / f"{spec.name}-{split}-{key}"
     if folder.is_dir():
         return datasets.load_from_disk(str(folder))
