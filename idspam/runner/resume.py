@@ -22,7 +22,8 @@ from .checkpoints import RunInterrupted, load_checkpoint
 log = logging.getLogger("idspam")
 
 # config sections that must match for a resume to continue the same run
-RESUME_KEYS = ("task", "model", "method", "head", "optimizer", "data", "trainer", "layer", "seed", "data_dir")
+RESUME_KEYS = ("task", "model", "method", "head", "optimizer", "data", "trainer", "callbacks", "layer", "seed",
+               "data_dir")
 
 
 def resume_checkpoint(run_dir: str, current: dict) -> Path | None:
@@ -52,9 +53,18 @@ def fingerprint(config: dict) -> dict:
     """What a run must share with another to be the same run (resume, resume=auto, a sweep re-run into its dir):
     the RESUME_KEYS of a resolved config (a run's `config` in results.json, or the current one) in JSON-normal
     form, trainer.default_root_dir (the run dir itself) left out."""
+    from dataclasses import MISSING, fields
+
+    from ..config import TrainerConfig
+
     out = {key: config.get(key) for key in RESUME_KEYS}
+    out["callbacks"] = out["callbacks"] or None  # none chosen (and runs from before the callbacks group)
     if isinstance(out.get("trainer"), dict):
-        out["trainer"] = {k: v for k, v in out["trainer"].items() if k != "default_root_dir"}
+        # Lightning's own defaults left out: runs from before the typed trainer schema (which lists every argument)
+        # have the same fingerprint as now
+        defaults = {f.name: f.default for f in fields(TrainerConfig) if f.default is not MISSING}
+        out["trainer"] = {k: v for k, v in out["trainer"].items()
+                          if k != "default_root_dir" and not (k in defaults and v == defaults[k])}
     return json.loads(json.dumps(out, default=str))
 
 

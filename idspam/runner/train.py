@@ -149,6 +149,7 @@ def make_trainer(run: RunConfig, writer: ResultsWriter, stop: StopOnSignal, plan
     callbacks = [writer, StopCheckpoint(checkpoints, stop, run.checkpoint_every_n_steps, save=checkpointing)]
     if checkpointing:
         callbacks += checkpoint_callbacks(checkpoints, monitor(run), monitor_mode(run))
+    callbacks += extra_callbacks(run)
     previous_wandb = ((plan["previous"] or {}).get("wandb") or {}).get("id") if plan["ckpt"] else None
     loggers = make_loggers(run, resumed=plan["action"] in ("resume", "rerun") or bool(run.resume),
                            wandb_id=previous_wandb)
@@ -156,6 +157,20 @@ def make_trainer(run: RunConfig, writer: ResultsWriter, stop: StopOnSignal, plan
     if trainer.world_size == 1:  # the training sampler continues a mid-epoch checkpoint's epoch (data.py)
         warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
     return trainer, loggers
+
+
+def extra_callbacks(run: RunConfig) -> list:
+    """The `callbacks` group's Lightning callbacks (early stopping watches the run's monitor unless told)."""
+    from hydra.utils import instantiate
+
+    out = []
+    for name, node in sorted(run.callbacks.items()):
+        node = dict(node)
+        if name == "early_stopping":
+            node["monitor"] = node.get("monitor") or monitor(run)
+            node["mode"] = node.get("mode") or monitor_mode(run)
+        out.append(instantiate(node))
+    return out
 
 
 def fit(trainer, module, data, ckpt_path, writer: ResultsWriter, loggers: list, stop: StopOnSignal) -> None:
