@@ -232,6 +232,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
+class RunDirBusy(UserError):
+    """Another process holds the run dir's lock: this one must write nothing there."""
+
+
+def held_elsewhere(folder: str | Path) -> bool:
+    """Whether another process holds <folder>/.lock now (a running job)."""
+    path = Path(folder) / ".lock"
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 class RunLock:
     """An exclusive flock on <run dir>/.lock for as long as a process trains there. A second process is
     refused with one line; the kernel drops the lock when its holder dies (even by SIGKILL), so a
@@ -249,7 +269,7 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 100).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise UserError(f"run dir {str(self.path.parent)!r} is in use by another process ({holder}); "
+            raise RunDirBusy(f"run dir {str(self.path.parent)!r} is in use by another process ({holder}); "
                             "wait for it to end, or use another run dir") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())
