@@ -1,0 +1,81 @@
+"""Faults around running jobs: a second sweep into a running sweep's folder writes nothing there and exits
+non-zero."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .test_run import FAST
+
+SLOW = [*FAST, "trainer.max_epochs=400", "logger=none"]  # a job that runs long enough to be found running
+
+
+@pytest.mark.slow  # two sweeps side by side: about a minute on a quiet 2-core machine
+def test_second_sweep_into_a_running_sweeps_folder_writes_nothing(tmp_path):
+    from idspam.runner.checkpoints import held_elsewhere
+
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "idspam.run", "-m", *SLOW, f"hydra.sweep.dir={sweep}"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 240
+        while not (held_elsewhere(sweep / "0") and (sweep / "0" / "results.json").is_file()):
+            assert first.poll() is None and time.time() < deadline, "the first sweep did not start its job"
+            time.sleep(0.5)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert first.poll() is None, "the first sweep ended before the second one was refused"
+        results = json.loads((sweep / "0" / "results.json").read_text())
+        assert results["status"] == "running" and "error" not in results  # the running job's record untouched
+        attempt = json.loads((sweep / "0" / ".hydra" / "attempt.json").read_text())
+        assert attempt.get("action") == "new"
+        assert not (sweep / "summary.json").exists() and not (sweep / "summary.md").exists()
+        assert second.returncode == 2, second.stderr[-2000:]
+        errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+        assert any("is in use by another process" in line for line in errors), second.stderr[-2000:]
+        assert "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+def filled_cache(folder):
+    """A disk lower-stack cache of two examples (3 and 2 real tokens, hidden size 4), every row published."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from idspam.runner.lower_cache import LowerCache
+
+    cache = LowerCache([3, 2], 4, folder=folder)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    hidden = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4) + 1
+    cache.put(torch.tensor([0, 1]), SimpleNamespace(attention_mask=mask, hidden=hidden, embeddings=None))
+    cache.close()
+    return folder
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda f: os.truncate(f / "hidden.bin", (f / "hidden.bin").stat().st_size // 2),
+     "hidden.bin holds 40 bytes, its layout 80 (truncated or replaced)"),
+    (lambda f: (f / "meta.json").write_text("{not json"), "meta.json is unreadable"),
+    (lambda f: (f / "lengths.npy").write_bytes(b"garbage"), "lengths.npy is unreadable"),
+])
+def test_a_damaged_lower_cache_is_rebuilt_saying_so(tmp_path, caplog, damage, message):
+    """The defect: a hidden.bin truncated to half was read as zeros (training silently differed); corrupt
+    meta.json / lengths.npy were tracebacks."""
+    from idspam.runner.lower_cache import LowerCache
+
+    folder = filled_cache(tmp_path / "lower" / "key")
+    assert LowerCache([3, 2], 4, folder=folder).present.all()  # intact: every row is served
+    damage(folder)
+    with caplog.at_level("WARNING", logger="idspam.runner.lower_cache"):
+        again = LowerCache([3, 2], 4, folder=folder)
+    assert not again.present.any()  # nothing is read from the damaged files: every row is computed again
+    assert (folder / "hidden.bin").stat().st_size == 80
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and message in warnings[0] and "rebuilding the cache" in warnings[0]
