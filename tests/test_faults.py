@@ -79,3 +79,27 @@ def test_a_damaged_lower_cache_is_rebuilt_saying_so(tmp_path, caplog, damage, me
     assert (folder / "hidden.bin").stat().st_size == 80
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and message in warnings[0] and "rebuilding the cache" in warnings[0]
+
+
+def test_killed_before_the_adapter_is_in_place_the_run_is_not_finished(compose_cfg, tmp_path, monkeypatch):
+    """The defect: results.json said finished with no adapter, and resume=auto reused it (no adapter, ever)."""
+    import idspam.runner.train as train_module
+    from idspam.runner.train import train
+
+    args = ["model=tiny", "trainer.max_epochs=1", "task.max_train_samples=32", "task.max_eval_samples=16",
+            "logger=none", f"cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'run'}"]
+    real = train_module.export_adapter
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed before the adapter's rename")
+
+    monkeypatch.setattr(train_module, "export_adapter", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(compose_cfg(*args))
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] != "finished" and not (tmp_path / "run" / "adapter").exists()
+    monkeypatch.setattr(train_module, "export_adapter", real)
+    results = train(compose_cfg(*args, "resume=auto"))
+    assert results["status"] == "finished" and results["attempt"] == "resume"
+    assert (tmp_path / "run" / "adapter" / "idspam_adapter.json").is_file()
+    assert [e["epoch"] for e in results["epochs"]] == [0]  # nothing trained again

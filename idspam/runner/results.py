@@ -85,8 +85,7 @@ class ResultsWriter(L.Callback):
         self.write()
 
     def on_fit_end(self, trainer, pl_module):
-        self.results["status"] = "finished"
-        self.write()
+        self.write()  # "finished" only once the adapter is in place (train.finish)
 
     def on_exception(self, trainer, pl_module, exception):
         from lightning.pytorch.utilities.exceptions import SIGTERMException

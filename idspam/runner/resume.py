@@ -137,10 +137,13 @@ def resume_plan(folder: Path, current: dict, mode: str) -> dict:
                              f"{', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}); "
                              "use another run/sweep dir, or resume=never to train it again there")
     status = previous.get("status")
-    if status == "finished" and not previous.get("count_only"):
+    finished = status == "finished" and not previous.get("count_only")
+    if finished and (folder / "adapter").is_dir():
         return {"action": "reuse", "ckpt": None, "previous": previous, "history": history}
     ckpt = folder / "checkpoints" / "last.ckpt"
-    if status in ("interrupted", "running") and ckpt.is_file():
+    # a run killed between its results and its adapter's rename (or one from before results waited for the
+    # adapter): resume from the last checkpoint, which finishes at once and exports the adapter
+    if (status in ("interrupted", "running") or finished) and ckpt.is_file():
         return {"action": "resume", "ckpt": ckpt, "previous": previous, "history": history}
     return {"action": "rerun", "ckpt": None, "previous": previous, "history": history}
 

@@ -203,6 +203,7 @@ def finish(run: RunConfig, model, config, writer: ResultsWriter) -> dict:
         model.load_trained_state(
             {k.removeprefix("model."): v for k, v in load_checkpoint(best_ckpt)["state_dict"].items()}, str(best_ckpt))
     results["adapter"] = str(export_adapter(output_dir / "adapter", model, run, run.spec, config, results["best"]))
+    results["status"] = "finished"  # only now: a run killed before the adapter is in place resumes and exports it
     writer.write()  # final wall time, after the loggers closed
     best = results["best"]
     if best:
