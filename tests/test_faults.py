@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from idspam.errors import UserError
+
 from .test_run import FAST
 
 SLOW = [*FAST, "trainer.max_epochs=400", "logger=none"]  # a job that runs long enough to be found running
@@ -103,3 +105,60 @@ def test_killed_before_the_adapter_is_in_place_the_run_is_not_finished(compose_c
     assert results["status"] == "finished" and results["attempt"] == "resume"
     assert (tmp_path / "run" / "adapter" / "idspam_adapter.json").is_file()
     assert [e["epoch"] for e in results["epochs"]] == [0]  # nothing trained again
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_earlier_checkpoint(compose_cfg, tmp_path, monkeypatch):
+    """ENOSPC simulated on the second epoch's last.ckpt (a tmpfs mount needs privileges a test does not have):
+    the defect was a torch RuntimeError, the run marked failed, and resume=auto deleting the earlier valid
+    last.ckpt to train from scratch."""
+    import errno
+
+    import torch
+
+    import idspam.runner.checkpoints as checkpoints
+    from idspam.runner.train import train
+
+    args = ["model=tiny", "trainer.max_epochs=2", "task.max_train_samples=32", "task.max_eval_samples=16",
+            "logger=none", f"cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'run'}"]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    real_save = torch.save
+
+    def save(obj, f, *a, **k):
+        target = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else str(f)
+        if last.is_file() and obj.get("epoch", 0) >= 1 and ".last.ckpt." in target:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed") from OSError(
+                errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoints.torch, "save", save)
+    with pytest.raises(UserError) as e:
+        train(compose_cfg(*args))
+    assert str(e.value).startswith(f"no space left on device writing '{last}'") and "\n" not in str(e.value)
+    kept = torch.load(last, weights_only=True)
+    assert kept["epoch"] == 0  # the earlier checkpoint, whole
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "interrupted"
+    assert not list(last.parent.glob(".last.ckpt.*.tmp"))
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)
+    results = train(compose_cfg(*args, "resume=auto"))
+    assert results["status"] == "finished" and results["attempt"] == "resume"
+    assert [e["epoch"] for e in results["epochs"]] == [0, 1]
+
+
+def test_a_full_disk_under_the_tokenised_cache_names_it(compose_cfg, tmp_path, monkeypatch, tiny_backbone):
+    """The defect: the cache's ENOSPC was swallowed and a misleading FileNotFoundError followed."""
+    import errno
+
+    import datasets
+
+    from idspam.runner.checks import validate
+    from idspam.runner.data import tokenized_split
+    from idspam.text import Tokenize
+
+    def full(self, path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", full)
+    run = validate(compose_cfg("model=tiny", f"cache_dir={tmp_path / 'cache'}"))
+    with pytest.raises(UserError, match=r"^no space left on device writing '.*tokenized/demo-validation-"):
+        tokenized_split(run, run.spec, "validation", Tokenize(tiny_backbone[1], 32))
+    assert not list((tmp_path / "cache" / "tokenized").iterdir())  # no temp folder left behind

@@ -22,7 +22,7 @@ def job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from ..files import atomic_write_json
-    from .checkpoints import RunDirBusy
+    from .checkpoints import DiskFull, RunDirBusy
     from .resume import ConfigMismatch, record_attempt
     from .train import is_multirun, train
 
@@ -34,7 +34,7 @@ def job(cfg) -> float | None:
             raise  # a bug: the traceback is the useful part
         message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
         print(f"error: {message}", file=sys.stderr)
-        if multirun and isinstance(e, RunDirBusy):  # another process's running job: write nothing into its dir
+        if multirun and isinstance(e, (RunDirBusy, DiskFull)):  # another process's job, or no space to write in
             return None
         if multirun and isinstance(e, ConfigMismatch):  # the dir holds another run: leave it as it is
             record_attempt(Path(HydraConfig.get().runtime.output_dir), "refused")

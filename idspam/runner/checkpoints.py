@@ -20,6 +20,7 @@ flock the kernel drops when the process dies) keeps two processes out of one run
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -211,6 +212,28 @@ class StopCheckpoint(L.Callback):
         self.stop.phase = "done"
 
 
+class DiskFull(UserError):
+    """A write failed for lack of space: one line naming the path. The run counts as interrupted, not failed,
+    so its earlier last.ckpt (an atomic write leaves it whole) is kept and resume=auto continues from it."""
+
+
+def no_space(error: BaseException) -> bool:
+    """Whether an error (or one it was raised from: torch wraps the OSError of a full disk) is ENOSPC."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def disk_full(path, error: BaseException) -> DiskFull:
+    return DiskFull(f"no space left on device writing {str(path)!r} ({type(error).__name__}); free space there "
+                    "(or move cache_dir / the run dir) and run the same command again to resume")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temporary file in the target's folder, fsync, rename over the target: a reader (or a
     second writer) sees the old file or the new one, never a mix. (Lightning's own transaction writes the
@@ -227,8 +250,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
             os.chmod(tmp, default_mode())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if no_space(e):  # the earlier checkpoint at `path` is untouched
+                raise disk_full(path, e) from None
             raise
 
 

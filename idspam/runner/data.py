@@ -52,8 +52,14 @@ def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokeni
     try:
         ds.save_to_disk(tmp)
         os.replace(tmp, folder)
-    except OSError:  # another process won the race: use its copy
+    except OSError as e:  # another process won the race: use its copy
+        from .checkpoints import disk_full, no_space
+
         shutil.rmtree(tmp, ignore_errors=True)
+        if no_space(e):
+            raise disk_full(folder, e) from None
+        if not folder.is_dir():
+            raise
     return datasets.load_from_disk(str(folder))
 
 
