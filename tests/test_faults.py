@@ -101,9 +101,15 @@ def test_killed_before_the_adapter_is_in_place_the_run_is_not_finished(compose_c
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["status"] != "finished" and not (tmp_path / "run" / "adapter").exists()
     monkeypatch.setattr(train_module, "export_adapter", real)
+    run = tmp_path / "run"  # what a process killed inside its atomic writes leaves behind
+    left = [run / ".results.json.x1.tmp", run / "checkpoints" / ".last.ckpt.x2.tmp", run / ".adapter-x3"]
+    left[0].write_text("{")
+    left[1].write_bytes(b"half")
+    left[2].mkdir()
     results = train(compose_cfg(*args, "resume=auto"))
     assert results["status"] == "finished" and results["attempt"] == "resume"
     assert (tmp_path / "run" / "adapter" / "idspam_adapter.json").is_file()
+    assert not any(p.exists() for p in left)  # temp files are cleaned by the resume
     assert [e["epoch"] for e in results["epochs"]] == [0]  # nothing trained again
 
 

@@ -148,6 +148,21 @@ def resume_plan(folder: Path, current: dict, mode: str) -> dict:
     return {"action": "rerun", "ckpt": None, "previous": previous, "history": history}
 
 
+def clean_temp_files(folder: Path) -> list[str]:
+    """Temporary files an interrupted process left in its run dir (atomic writes of results.json and
+    checkpoints, the adapter folder before its rename): removed by the next process that holds the run
+    dir's lock (no other process writes there then)."""
+    folder = Path(folder)
+    found = [*folder.glob(".results.json.*.tmp"), *folder.glob(".adapter-*"),
+             *(folder / "checkpoints").glob(".*.ckpt.*.tmp")]
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return sorted(p.name for p in found)
+
+
 class ConfigMismatch(UserError):
     """A run dir holds another configuration's run: refused, and nothing there is touched."""
 

@@ -37,7 +37,7 @@ from .data import TaskDataModule
 from .lower_cache import make_lower_cache
 from .module import TuningModule
 from .results import ResultsWriter
-from .resume import fingerprint, mark_interrupted, plan_run, record_attempt
+from .resume import clean_temp_files, fingerprint, mark_interrupted, plan_run, record_attempt
 
 log = logging.getLogger("idspam")
 
@@ -73,6 +73,8 @@ def train_run(run: RunConfig, started: float, stop: StopOnSignal, extra_header: 
     config, tokenizer = load_parts(run)  # the backbone's config and the tokenizer: checks before any weights
     output_dir = Path(run.output_dir)
     plan = plan_run(run, output_dir, is_multirun(), rank_zero())
+    if rank_zero() and plan["action"] != "reuse" and (left := clean_temp_files(output_dir)):
+        log.info("removed temporary files an interrupted run left: %s", ", ".join(left))
     if rank_zero():
         record_attempt(output_dir, "reused" if plan["action"] == "reuse" else plan["action"])
     if plan["action"] == "reuse":
