@@ -168,3 +168,23 @@ def test_a_full_disk_under_the_tokenised_cache_names_it(compose_cfg, tmp_path, m
     with pytest.raises(UserError, match=r"^no space left on device writing '.*tokenized/demo-validation-"):
         tokenized_split(run, run.spec, "validation", Tokenize(tiny_backbone[1], 32))
     assert not list((tmp_path / "cache" / "tokenized").iterdir())  # no temp folder left behind
+
+
+@pytest.mark.parametrize("part", ["state.json", "arrow"])
+def test_a_corrupt_tokenised_cache_entry_is_rebuilt_saying_so(compose_cfg, tmp_path, tiny_backbone, caplog, part):
+    from idspam.runner.checks import validate
+    from idspam.runner.data import tokenized_split
+    from idspam.text import Tokenize
+
+    run = validate(compose_cfg("model=tiny", f"cache_dir={tmp_path / 'cache'}"))
+    tokenize = Tokenize(tiny_backbone[1], 32)
+    first = [list(ids) for ids in tokenized_split(run, run.spec, "validation", tokenize)["input_ids"]]
+    (entry,) = (tmp_path / "cache" / "tokenized").iterdir()
+    target = entry / "state.json" if part == "state.json" else next(entry.glob("*.arrow"))
+    target.write_bytes(b"\x00garbage")
+    with caplog.at_level("WARNING", logger="idspam.runner.data"):
+        again = [list(ids) for ids in tokenized_split(run, run.spec, "validation", tokenize)["input_ids"]]
+    assert again == first
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "is unreadable" in warnings[0] and "rebuilding it" in warnings[0]
+    assert [p.name for p in (tmp_path / "cache" / "tokenized").iterdir()] == [entry.name]
