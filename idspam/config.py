@@ -190,6 +190,127 @@ class DataConfig:
             raise UserError(f"data.num_workers={self.num_workers} must be at least 0")
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
+PRECISIONS = ("64", "32", "16", "bf16", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true",
+              "64-true", "transformer-engine", "transformer-engine-float16")
+RUNNER_OWNED = ("logger", "callbacks", "plugins")  # the runner passes these (the logger and callbacks groups)
+
+
+@dataclass
+class TrainerConfig:
+    """The `trainer` group: a `lightning.pytorch.Trainer`'s arguments, every one of them (Lightning's own
+    defaults; conf/trainer/default.yaml sets the project's), so `trainer.accumulate_grad_batches=2` needs no
+    `+`, a misspelt key is refused, and bad values are one line before any weights load. `logger`,
+    `callbacks` and `plugins` are the runner's (the `logger` and `callbacks` groups); tests/test_hydra.py
+    checks this list against the installed Lightning's signature."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: Any = "auto"  # str (auto, cpu, gpu, ...) or an Accelerator node
+    strategy: Any = "auto"  # str (auto, ddp, fsdp, ...) or a Strategy node
+    devices: Any = "auto"  # a count, a list of device ids, "auto", "-1" or "0,1"
+    num_nodes: int = 1
+    precision: Any = None  # 32-true, bf16-mixed, 16-mixed, ...
+    fast_dev_run: Any = False  # bool or a number of batches
+    max_epochs: int | None = None
+    min_epochs: int | None = None
+    max_steps: int = -1
+    min_steps: int | None = None
+    max_time: Any = None
+    limit_train_batches: Any = None  # a fraction (float) or a number of batches (int)
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    limit_predict_batches: Any = None
+    overfit_batches: Any = 0.0
+    val_check_interval: Any = None
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = None
+    log_every_n_steps: int | None = None
+    enable_checkpointing: bool | None = None
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str | None = None
+    deterministic: Any = None  # bool or "warn"
+    benchmark: bool | None = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: Any = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
+    default_root_dir: str | None = None
+    enable_autolog_hparams: bool = True
+    model_registry: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.accelerator, str):
+            check_choice("trainer.accelerator", self.accelerator, ACCELERATORS)
+        if self.precision is not None:
+            check_choice("trainer.precision", str(self.precision), PRECISIONS)
+        if (self.max_epochs is None and self.max_steps == -1) or (self.max_epochs is not None and self.max_epochs < 1):
+            raise UserError(f"trainer.max_epochs={self.max_epochs} must be at least 1 (an untrained adapter is "
+                            "not a run; count_only=true counts parameters without training)")
+        for name in ("min_epochs", "min_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise UserError(f"trainer.{name}={getattr(self, name)} must be at least 0")
+        if self.max_steps != -1 and self.max_steps < 1:
+            raise UserError(f"trainer.max_steps={self.max_steps} must be at least 1, or -1 (no limit)")
+        for name in ("num_nodes", "accumulate_grad_batches"):
+            if getattr(self, name) < 1:
+                raise UserError(f"trainer.{name}={getattr(self, name)} must be at least 1")
+        for name in ("check_val_every_n_epoch", "log_every_n_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"trainer.{name}={getattr(self, name)} must be at least 1")
+        if self.num_sanity_val_steps is not None and self.num_sanity_val_steps < -1:
+            raise UserError(f"trainer.num_sanity_val_steps={self.num_sanity_val_steps} must be -1 (all) or more")
+        if self.gradient_clip_val is not None and self.gradient_clip_val < 0:
+            raise UserError(f"trainer.gradient_clip_val={self.gradient_clip_val} must be at least 0, or null (off)")
+        if self.gradient_clip_algorithm is not None:
+            check_choice("trainer.gradient_clip_algorithm", self.gradient_clip_algorithm, ("norm", "value"))
+        check_devices(self.devices)
+        for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                     "overfit_batches"):
+            check_batches(f"trainer.{name}", getattr(self, name))
+        if self.reload_dataloaders_every_n_epochs < 0:
+            raise UserError(f"trainer.reload_dataloaders_every_n_epochs={self.reload_dataloaders_every_n_epochs} "
+                            "must be at least 0")
+
+
+def check_devices(devices) -> None:
+    """trainer.devices: a positive count, -1 (all), "auto", a non-empty list of ids, or "0,1"."""
+    bad = UserError(f"trainer.devices={devices!r} must be a positive number of devices, -1 (all), auto, "
+                    "or a list of device ids such as [0,1]")
+    if isinstance(devices, bool):
+        raise bad
+    if isinstance(devices, str):
+        if devices == "auto":
+            return
+        parts = [p.strip() for p in devices.split(",") if p.strip()]
+        if not parts or not all(p.lstrip("-").isdigit() for p in parts):
+            raise bad
+        devices = int(parts[0]) if len(parts) == 1 and "," not in devices else [int(p) for p in parts]
+    if isinstance(devices, int):
+        if devices == 0 or devices < -1:
+            raise bad
+    elif isinstance(devices, (list, tuple)):
+        if not devices or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices):
+            raise bad
+    else:
+        raise bad
+
+
+def check_batches(name: str, value) -> None:
+    """A limit of batches: null, a fraction in [0, 1] (float) or a count >= 0 (int)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{name}={value!r} must be a fraction in [0, 1] or a number of batches")
+    if value < 0 or (isinstance(value, float) and value > 1):
+        raise UserError(f"{name}={value} must be a fraction in [0, 1] or a number of batches (at least 0)")
+
+
 def typed(node: Any, schema: type, where: str):
     """Merge a config node into its dataclass; one-line error on an unknown key or a bad type."""
     try:
@@ -233,6 +354,7 @@ class RunConfig:
     # the runner's own sections, as plain containers (Hydra instantiates them)
     trainer: dict = field(default_factory=dict)  # a lightning.Trainer's arguments (`_target_`)
     loggers: dict = field(default_factory=dict)  # the `logger` group: name -> logger node
+    callbacks: dict = field(default_factory=dict)  # the `callbacks` group: name -> Lightning callback node
     experiment_name: str | None = None
     checkpoint_every_n_steps: int | None = None
     stop_signals: list = field(default_factory=list)

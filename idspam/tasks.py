@@ -7,8 +7,11 @@ per split. Local GLUE files are read in the original `glue_data` layout (tab-sep
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import logging
 import random
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,6 +22,7 @@ from .hub import load_with_hub_fallback, offline_mode
 
 NLI = "{s1} ? {mask} , {s2}"  # LPT's template for RTE/MNLI/QNLI/MRPC
 TEXT_METRICS = ("chrf", "exact_match")  # on generated text (head=generate); metrics.TextMetrics
+log = logging.getLogger(__name__)
 HELDOUT = "heldout"  # task.heldout_samples: a validation split carved from the training file
 
 
@@ -239,10 +243,7 @@ def _local_path(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | No
     if spec.name in ("csv", "csv_text"):
         if not candidates[0]:
             raise UserError(f"task={spec.name} needs task.{split}_file (a .csv, .tsv or .jsonl file)")
-        path = Path(candidates[0]).expanduser()
-        if not path.is_file():
-            raise UserError(f"missing data file {str(path)!r} (task.{split}_file)")
-        return path
+        return user_file(candidates[0], f"task.{split}_file")
     root = Path(data_dir).expanduser()
     folders = [root / spec.local_dir] + ([root / spec.collection / spec.local_dir] if spec.collection else [])
     for folder in folders:
@@ -260,6 +261,51 @@ def _local_path(spec: TaskSpec, task: TaskConfig, split: str, data_dir: str | No
     )
 
 
+def user_file(name: str, key: str) -> Path:
+    """A data file the user named: one line for a path that does not exist or is a folder."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        raise UserError(f"data file {str(path)!r} ({key}) is a directory; give the .csv, .tsv or .jsonl file in it")
+    if not path.is_file():
+        raise UserError(f"missing data file {str(path)!r} ({key}): no such file")
+    return path
+
+
+def check_columns(spec: TaskSpec, task: TaskConfig, split: str) -> None:
+    """task=csv / csv_text: the file's header (or first record) holds the columns the task reads, checked
+    before any weights load (one line naming the missing column and the columns the file has)."""
+    path = _local_path(spec, task, split, None)
+    need = [*spec.local_text, spec.local_label]  # every split a run reads is labelled
+    if path.suffix.lower() == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), None)
+        try:
+            record = json.loads(first) if first is not None else None
+        except json.JSONDecodeError:
+            return  # reported with its line when the file is read
+        columns = sorted(record) if isinstance(record, dict) else None
+        what = "the first record has"
+    else:
+        rows = _table_rows(path)
+        try:
+            head = list(itertools.islice(rows, 2))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise UserError(f"cannot read data file {str(path)!r}: {e}") from None
+        finally:
+            rows.close()
+        columns, what = (head[0] if head else None), "the header has"
+        if len(head) == 1:
+            raise UserError(f"data file {str(path)!r} (task.{source_split(split)}_file) has no data rows, "
+                            "only its header")
+    if columns is None:
+        raise UserError(f"data file {str(path)!r} (task.{source_split(split)}_file) is empty")
+    missing = [c for c in need if c not in columns]
+    if missing:
+        keys = ("task.input_column / task.target_column" if spec.text_to_text
+                else "task.text_columns / task.label_column")
+        raise UserError(f"{path}: no column(s) {missing} ({keys}); {what} {list(columns)}")
+
+
 def check_files(spec: TaskSpec, task: TaskConfig, data_dir: str | None, splits: tuple[str, ...] | None = None) -> None:
     """Fail early on a missing file of `splits` (default: train and the eval splits); local sources
     only, hub sources are checked when loaded."""
@@ -268,22 +314,67 @@ def check_files(spec: TaskSpec, task: TaskConfig, data_dir: str | None, splits: 
             raise UserError(f"data_dir={data_dir!r} is not a folder")
         for split in splits or ("train", *spec.eval_splits):
             _local_path(spec, task, split, data_dir)
+            if spec.name in ("csv", "csv_text"):
+                check_columns(spec, task, split)
+
+
+def _field_limit() -> None:
+    """No limit on a CSV field's size (the csv module's default is 128 KiB; long documents are normal input and
+    are cut by tokens like any long input)."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:  # a C long narrower than sys.maxsize
+            limit //= 2
+
+
+def _table_rows(path: Path):
+    """The rows of a .csv (standard quoting) or .tsv (tab-separated, quoting off: GLUE TSVs hold literal quotes)."""
+    _field_limit()
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        if path.suffix.lower() == ".csv":
+            yield from csv.reader(f)
+        else:
+            yield from (line.rstrip("\r\n").split("\t") for line in f if line.strip())
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:  # the file's line, not the line inside the record
+                raise UserError(f"{path}:{number}: not valid JSON ({e.msg}, column {e.colno})") from None
+    return records
 
 
 def _read_table(path: Path) -> list[list[str]] | list[dict]:
-    suffix = path.suffix.lower()
+    if path.is_dir():
+        raise UserError(f"data file {str(path)!r} is a directory; give the .csv, .tsv or .jsonl file in it")
     try:
-        if suffix == ".jsonl":
-            with path.open(encoding="utf-8") as f:
-                return [json.loads(line) for line in f if line.strip()]
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            if suffix == ".csv":
-                rows = list(csv.reader(f))
-            else:  # GLUE TSVs hold literal quotes: quoting must be off
-                rows = [line.rstrip("\r\n").split("\t") for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if path.suffix.lower() == ".jsonl":
+            return _read_jsonl(path)
+        return list(_table_rows(path))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"cannot read data file {str(path)!r}: {e}") from None
-    return rows
+
+
+def _text(value) -> str:
+    """A text field: JSON null is an empty text, not the string 'None'."""
+    return "" if value is None else str(value)
+
+
+def warn_blank(path, texts: list[tuple[str, ...]], columns) -> None:
+    """Rows whose text is blank or null train as empty inputs: counted and named in one warning line."""
+    blank = sum(1 for t in texts if any(not s.strip() for s in t))
+    if blank:
+        log.warning("%s: %d of %d rows have a blank or null text (column(s) %s); they are read as empty text",
+                    path, blank, len(texts), list(columns))
 
 
 def _parse_label(raw, spec: TaskSpec, path: Path, line: int):
@@ -316,9 +407,10 @@ def _read_examples(spec: TaskSpec, path: Path, need_labels: bool) -> tuple[list[
             missing = [c for c in (*spec.local_text, *([spec.local_label] if need_labels else [])) if c not in row]
             if missing:
                 raise UserError(f"{path}:{i}: missing column(s) {missing}; the record has {sorted(row)}")
-            texts.append(tuple(str(row[c]) for c in spec.local_text))
+            texts.append(tuple(_text(row[c]) for c in spec.local_text))
             if spec.local_label in row:
                 labels.append(_parse_label(row[spec.local_label], spec, path, i))
+        warn_blank(path, texts, spec.local_text)
         return texts, labels if len(labels) == len(texts) else None
     if spec.header:
         header, body, first = rows[0], rows[1:], 2
@@ -338,6 +430,7 @@ def _read_examples(spec: TaskSpec, path: Path, need_labels: bool) -> tuple[list[
         texts.append(tuple(row[j] for j in index))
         if label is not None and len(row) > label:
             labels.append(_parse_label(row[label], spec, path, i))
+    warn_blank(path, texts, spec.local_text)
     return texts, labels if len(labels) == len(texts) else None
 
 
@@ -400,6 +493,7 @@ def read_text_examples(spec: TaskSpec, path: Path, need_targets: bool = True) ->
             if not value.strip():
                 raise UserError(f"{path}:{line}: empty target (column {target!r}); every example needs one")
             targets.append(value)
+    warn_blank(path, texts, (source,))
     return {"text": texts, **({"target": targets} if has_targets else {}), "where": where}
 
 
@@ -413,16 +507,25 @@ def read_inputs(spec: TaskSpec, path: Path) -> tuple[list[tuple[str, ...]], list
 
 
 def _labels_from_file(task: TaskConfig) -> tuple[str, ...]:
-    if not task.train_file or not Path(task.train_file).expanduser().is_file():
-        return ()  # reported by check_files
-    path = Path(task.train_file).expanduser()
+    """task=csv without task.label_names: the sorted distinct labels of the training file."""
+    if not task.train_file:
+        raise UserError("task=csv needs task.train_file (a .csv, .tsv or .jsonl file)")
+    path = user_file(task.train_file, "task.train_file")
     rows = _read_table(path)
-    if rows and isinstance(rows[0], dict):
-        values = {str(r.get(task.label_column)) for r in rows}
+    if not rows:
+        raise UserError(f"data file {str(path)!r} (task.train_file) is empty")
+    if isinstance(rows[0], dict):
+        missing = [i for i, r in enumerate(rows, start=1) if task.label_column not in r]
+        if missing:
+            raise UserError(f"{path}: record {missing[0]} has no label column {task.label_column!r} "
+                            f"(task.label_column); it has {sorted(rows[missing[0] - 1])}")
+        values = {str(r[task.label_column]) for r in rows}
     else:
-        if not rows or task.label_column not in rows[0]:
-            raise UserError(f"{path}: missing label column {task.label_column!r}; "
-                            f"the header has {rows[0] if rows else []}")
+        if task.label_column not in rows[0]:
+            raise UserError(f"{path}: no label column {task.label_column!r} (task.label_column); "
+                            f"the header has {rows[0]}")
+        if len(rows) < 2:
+            raise UserError(f"data file {str(path)!r} (task.train_file) has no data rows, only its header")
         j = rows[0].index(task.label_column)
         values = {r[j] for r in rows[1:] if len(r) > j}
     return tuple(sorted(values))

@@ -191,7 +191,7 @@ def test_unreadable_data_file_is_one_line(tmp_path):
 def test_multirun_summary_lists_the_failed_job(tmp_path):
     """One job fails inside training (not a config error); the other still runs; the summary lists both."""
     proc = run_cli("-m", *FAST, "trainer.max_epochs=1", "optimizer.warmup_ratio=0", "method.dropout=0",
-                   "optimizer.lr=1e30,1e-3", f"hydra.sweep.dir={tmp_path}")
+                   "optimizer.lr=1e30,1e-3", f"hydra.sweep.dir={tmp_path}", expect=1)  # a failed job: exit 1
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["jobs"] == 2 and summary["failed"] == 1
     failed, finished = summary["rows"]

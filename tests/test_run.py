@@ -14,11 +14,11 @@ FAST = ["model=tiny", "trainer.max_epochs=2", "task.max_train_samples=64", "task
         "logger=csv"]
 
 
-def run_cli(*args, env=None, timeout=300):
+def run_cli(*args, env=None, timeout=300, expect=0):
     environ = {**os.environ, **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "idspam.run", *args], capture_output=True, text=True,
                           timeout=timeout, env=environ)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == expect, proc.stderr[-3000:]
     return proc
 
 
@@ -47,7 +47,7 @@ def test_multirun_sweeps_the_layer_with_one_result_per_job(tmp_path):
 
 
 def test_multirun_records_a_failed_job_and_goes_on(tmp_path):
-    run_cli("-m", *FAST, "trainer.max_epochs=1", "layer=9,1", f"hydra.sweep.dir={tmp_path}")
+    run_cli("-m", *FAST, "trainer.max_epochs=1", "layer=9,1", f"hydra.sweep.dir={tmp_path}", expect=1)
     failed = json.loads((tmp_path / "0" / "results.json").read_text())
     assert failed["status"] == "failed" and "layer=9 is out of range" in failed["error"]
     assert json.loads((tmp_path / "1" / "results.json").read_text())["status"] == "finished"

@@ -12,11 +12,8 @@ from idspam.errors import UserError
 from idspam.records import expand
 from idspam.runner.metrics import GroupMetrics
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, needs_data
 from .test_run import run_cli
-
-needs_data = pytest.mark.skipif(not (SHARED_DATA / "superglue").is_dir(), reason=f"no benchmark data at {SHARED_DATA}")
-
 
 # (task, split) -> examples, label counts by label name, groups (the official counts in ../shared/data)
 OFFICIAL = {

@@ -22,6 +22,7 @@ def job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from ..files import atomic_write_json
+    from .checkpoints import DiskFull, RunDirBusy
     from .resume import ConfigMismatch, record_attempt
     from .train import is_multirun, train
 
@@ -33,6 +34,8 @@ def job(cfg) -> float | None:
             raise  # a bug: the traceback is the useful part
         message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
         print(f"error: {message}", file=sys.stderr)
+        if multirun and isinstance(e, (RunDirBusy, DiskFull)):  # another process's job, or no space to write in
+            return None
         if multirun and isinstance(e, ConfigMismatch):  # the dir holds another run: leave it as it is
             record_attempt(Path(HydraConfig.get().runtime.output_dir), "refused")
             return None
@@ -56,11 +59,55 @@ def quiet_known_warnings() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "Tip:" not in r.getMessage())
 
 
+COMMON = """\
+Common overrides:
+  task=rte data_dir=../shared/data/glue_data   a GLUE task from local files (null data_dir: the HF hub)
+  model=roberta_base method=lpt layer=6        backbone, method, injection layer
+  trainer.max_epochs=3 optimizer.lr=3e-4       any lightning Trainer argument: trainer.accumulate_grad_batches=2
+  data.batch_size=32 seed=1                    batches and seed
+  callbacks=[early_stopping,lr_monitor]        extra Lightning callbacks
+  logger=wandb                                 W&B (WANDB_MODE=offline writes to disk)
+  resume=auto                                  continue or reuse this configuration's run
+  -m method=idspam,lpt seed=1,2,3              a sweep (hydra/launcher=joblib: jobs in parallel)
+  +key=value                                   a key the config does not have yet
+
+Inspect: --cfg job (the composed config), --info searchpath, --hydra-help (Hydra's own options).
+Docs: docs/runner.md (configs, resume, sweeps) and docs/outputs.md (run dirs, results.json) in the
+repository; README.md is the front page."""
+
+
+def help_text() -> str:
+    """`idspam-run --help`: the groups a user picks from and their choices, common overrides, the docs."""
+    from .compose import choices, groups
+
+    lines = ["idspam-run: train and evaluate one configuration (python -m idspam.run [group=choice] [key=value])",
+             "", "Config groups (group=choice):"]
+    for group in groups():
+        lines.append(f"  {group:<15}{', '.join(choices(group))}")
+    return "\n".join([*lines, "", COMMON])
+
+
+def check_resume_dir(argv: list[str]) -> None:
+    """resume=<dir> runs in that dir: a dir that does not exist is one line, and is not created (Hydra would
+    make it the run dir)."""
+    for arg in argv:
+        if arg.startswith("resume=") and arg[7:] not in ("auto", "never", "null", ""):
+            folder = Path(arg[7:]).expanduser()
+            if not folder.is_dir():
+                raise UserError(f"resume={arg[7:]}: no such run dir (resume=<a run dir>, auto or never)")
+
+
 def main() -> None:
-    from .compose import CONFIG_PATH, check_group_choices, register
+    from .compose import CONFIG_PATH, check_group_choices, check_overrides, register
+
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+        print(help_text())
+        return
 
     try:
         check_group_choices(sys.argv[1:])
+        check_overrides(sys.argv[1:])
+        check_resume_dir(sys.argv[1:])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -20,6 +20,7 @@ flock the kernel drops when the process dies) keeps two processes out of one run
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -210,13 +211,60 @@ class StopCheckpoint(L.Callback):
         self.stop.phase = "done"
 
 
+class DiskFull(UserError):
+    """A write failed for lack of space: one line naming the path. The run counts as interrupted, not failed,
+    so its earlier last.ckpt (an atomic write leaves it whole) is kept and resume=auto continues from it."""
+
+
+def no_space(error: BaseException) -> bool:
+    """Whether an error (or one it was raised from: torch wraps the OSError of a full disk) is ENOSPC."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def disk_full(path, error: BaseException) -> DiskFull:
+    return DiskFull(f"no space left on device writing {str(path)!r} ({type(error).__name__}); free space there "
+                    "(or move cache_dir / the run dir) and run the same command again to resume")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temporary file in the target's folder, fsync, rename over the target: a reader (or a
     second writer) sees the old file or the new one, never a mix. (Lightning's own transaction writes the
     temporary file in /tmp, and a move across file systems is a copy.)"""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        try:
+            atomic_write(path, lambda f: torch.save(checkpoint, f))
+        except BaseException as e:
+            if no_space(e):  # the earlier checkpoint at `path` is untouched
+                raise disk_full(path, e) from None
+            raise
+
+
+class RunDirBusy(UserError):
+    """Another process holds the run dir's lock: this one must write nothing there."""
+
+
+def held_elsewhere(folder: str | Path) -> bool:
+    """Whether another process holds <folder>/.lock now (a running job)."""
+    path = Path(folder) / ".lock"
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 class RunLock:
@@ -236,7 +284,7 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 100).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise UserError(f"run dir {str(self.path.parent)!r} is in use by another process ({holder}); "
+            raise RunDirBusy(f"run dir {str(self.path.parent)!r} is in use by another process ({holder}); "
                             "wait for it to end, or use another run dir") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())

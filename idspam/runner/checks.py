@@ -15,7 +15,16 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .. import tasks
-from ..config import DataConfig, HeadConfig, ModelConfig, OptimizerConfig, RunConfig, TaskConfig, typed
+from ..config import (
+    DataConfig,
+    HeadConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+    TaskConfig,
+    TrainerConfig,
+    typed,
+)
 from ..errors import UserError, check_choice
 from ..heads import HEADS
 from ..methods import method_config
@@ -25,6 +34,7 @@ from ..model import check_layer
 def validate(cfg: DictConfig) -> RunConfig:
     """The run the composed config describes, typed and checked (no weights, no data read)."""
     task = typed(cfg.get("task"), TaskConfig, "task")
+    typed(cfg.get("trainer"), TrainerConfig, "trainer")  # its checks; Hydra instantiates the node itself
     check_choice("task", task.name, tasks.TASK_NAMES)
     run = RunConfig(
         task=task, model=typed(cfg.get("model"), ModelConfig, "model"), method=method_config(cfg.get("method")),
@@ -38,6 +48,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         cache_lower_dtype=cfg.get("cache_lower_dtype", "auto"),
         cache_lower_device=cfg.get("cache_lower_device", "auto"),
         trainer=_container(cfg.get("trainer")), loggers=_container(cfg.get("logger")),
+        callbacks=_container(cfg.get("callbacks")),
         experiment_name=cfg.get("experiment_name"), checkpoint_every_n_steps=cfg.get("checkpoint_every_n_steps"),
         stop_signals=list(cfg.get("stop_signals") or []), count_only=bool(cfg.get("count_only")),
         resolved=_container(cfg),

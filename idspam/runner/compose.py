@@ -74,12 +74,12 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from ..config import HeadConfig, ModelConfig, OptimizerConfig, TaskConfig
+    from ..config import DataConfig, HeadConfig, ModelConfig, OptimizerConfig, TaskConfig, TrainerConfig
     from ..methods import METHODS
 
     cs = ConfigStore.instance()
     for group, node in (("task", TaskConfig), ("model", ModelConfig), ("head", HeadConfig),
-                        ("optimizer", OptimizerConfig)):
+                        ("optimizer", OptimizerConfig), ("trainer", TrainerConfig), ("data", DataConfig)):
         cs.store(group=f"schema/{group}", name="base", node=node)
     for name, config_cls in METHODS.items():
         cs.store(group="schema/method", name=name, node=config_cls())
@@ -113,3 +113,74 @@ def check_group_choices(argv: list[str]) -> None:
         for choice in value.split(","):
             if choice and choice != "null" and choice not in choices(key):
                 raise UserError(f"unknown {key} {choice!r}; valid: {', '.join(choices(key))}")
+
+
+def schemas() -> dict[str, list[type]]:
+    """The typed groups and their dataclasses (method: every method's, keys checked against their union)."""
+    from ..config import DataConfig, HeadConfig, ModelConfig, OptimizerConfig, TaskConfig, TrainerConfig
+    from ..methods import METHODS
+
+    return {"task": [TaskConfig], "model": [ModelConfig], "head": [HeadConfig], "optimizer": [OptimizerConfig],
+            "trainer": [TrainerConfig], "data": [DataConfig], "method": list(METHODS.values())}
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Before Hydra composes (its own messages take several lines): a key that is not in its group's schema, or
+    at the top level, is one line with the close matches (`did you mean trainer.max_epochs?`); a value of the
+    wrong type for a typed key (`trainer.max_epochs=abc`) is one line naming the key and the type."""
+    import difflib
+    from dataclasses import fields
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..errors import UserError
+
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
+        return
+    typed_groups, known_groups = schemas(), set(groups())
+    top = set(OmegaConf.load(conf_dir() / "config.yaml"))  # and what `@package _global_` files add (tuned_lr)
+    for path in conf_dir().rglob("*.yaml"):
+        if "@package _global_" in path.read_text():
+            top |= set(OmegaConf.load(path) or {})
+    top -= {"defaults"}
+    for override in parsed:
+        if override.is_add() or override.is_force_add() or override.is_delete() or override.package:
+            continue
+        key = override.key_or_group
+        parts = key.split(".")
+        if parts[0] in ("hydra", "source_task") or key in known_groups:
+            continue
+        if len(parts) == 1:
+            valid = top | known_groups
+            if key not in valid:
+                close = difflib.get_close_matches(key, sorted(valid), n=3)
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise UserError(f"unknown key {key!r}{hint} (a new key needs a leading +: +{key}=...)")
+            continue
+        if parts[0] not in typed_groups or len(parts) != 2:
+            continue
+        group, name = parts
+        names = sorted({f.name for cls in typed_groups[group] for f in fields(cls)})
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = (f"did you mean {' or '.join(f'{group}.{c}' for c in close)}?" if close
+                    else f"valid keys of {group}: {', '.join(names)}")
+            raise UserError(f"unknown key {key!r}; {hint}")
+        owners = [cls for cls in typed_groups[group] if name in {f.name for f in fields(cls)}]
+        if override.is_sweep_override() or len(owners) != 1:
+            continue
+        value = override.value()
+        if isinstance(value, str) and "${" in value:
+            continue
+        try:
+            node = OmegaConf.structured(owners[0])
+            setattr(node, name, value)
+        except OmegaConfBaseException as e:
+            raise UserError(f"{key}={override.get_value_element_as_str()}: {str(e).splitlines()[0]}") from None
+        except Exception:  # noqa: BLE001 - a schema that cannot be built without arguments: Hydra checks it
+            continue

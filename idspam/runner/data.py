@@ -3,11 +3,12 @@ batches padded to their own longest sequence."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import datasets
@@ -18,25 +19,60 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 from ..config import RunConfig, TaskConfig
 from ..files import digest
 from ..heads import HEADS
-from ..tasks import TaskSpec, get_spec, load_split, source_fingerprint, source_split, subsample_limit
+from ..tasks import TaskSpec, get_spec, load_split, source_fingerprint, subsample_limit
 from ..text import TextTokenize, Tokenize, collate_for, tokenizer_for
 
 log = logging.getLogger(__name__)
 
 
-def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
-    """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
+def split_key(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> str:
+    """The cache key of a tokenised split: the whole resolved task config and the task's spec (every column,
+    label and template setting: a setting added later is in the key without anyone listing it), the source
+    file's identity, the seed where it picks rows, and the tokenizer's own key."""
     limit = subsample_limit(run.task, split)
-    heldout = run.task.heldout_samples if source_split(split) == "train" else None
-    key = digest({
-        "source": source_fingerprint(spec, run.task, split, run.data_dir), "task": spec.name, "split": split,
-        "labels": spec.label_names, "subsample": [limit, run.seed] if limit is not None else None,  # seed picks rows
-        **({"heldout": [heldout, run.task.heldout_seed]} if heldout else {}),
+    return digest({
+        "source": source_fingerprint(spec, run.task, split, run.data_dir), "split": split,
+        "task": asdict(run.task), "spec": asdict(spec),
+        "seed": run.seed if limit is not None else None,  # the seed picks the subsample's rows
         **tokenize.key(),
     })
+
+
+ENTRY = "idspam_entry.json"  # rows and file sizes of a tokenised cache entry, checked when it is read
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != ENTRY}
+
+
+def checked_entry(folder: Path) -> datasets.Dataset:
+    """A cached entry, or an error when its files are not the ones written (truncated, replaced, unreadable)."""
+    marker = folder / ENTRY
+    want = json.loads(marker.read_text()) if marker.is_file() else None  # entries from before the marker: trusted
+    if want is not None and file_sizes(folder) != want["files"]:
+        raise ValueError(f"its files are not the ones written (sizes {file_sizes(folder)}, written {want['files']})")
+    ds = datasets.load_from_disk(str(folder))
+    if want is not None and len(ds) != want["rows"]:
+        raise ValueError(f"{len(ds)} rows, {want['rows']} written")
+    return ds
+
+
+def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokenize) -> datasets.Dataset:
+    """Load the tokenised split from the cache, or tokenise it and write the cache atomically."""
+    key = split_key(run, spec, split, tokenize)
     folder = Path(run.cache_dir) / "tokenized" / f"{spec.name}-{split}-{key}"
     if folder.is_dir():
-        return datasets.load_from_disk(str(folder))
+        try:
+            return checked_entry(folder)
+        except Exception as e:  # noqa: BLE001 - a corrupt entry (its *.arrow, state.json): rebuild it, saying so
+            log.warning("tokenised cache %s is unreadable (%s: %s); rebuilding it", folder, type(e).__name__,
+                        str(e).splitlines()[0][:200] if str(e) else "")
+            stale = folder.with_name(f".stale-{folder.name}-{os.getpid()}")
+            try:
+                os.replace(folder, stale)  # out of the way at once (a reader of the old entry keeps its files)
+            except OSError:
+                pass
+            shutil.rmtree(stale, ignore_errors=True)
     rows = load_split(spec, run.task, split, run.data_dir, run.seed)
     encoded = tokenize.encode_rows(rows) if isinstance(tokenize, TextTokenize) else tokenize(rows["text"])
     groups = {"group": rows["group"]} if "group" in rows else {}  # COPA / MultiRC: the question of each example
@@ -45,9 +81,16 @@ def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokeni
     tmp = tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-")
     try:
         ds.save_to_disk(tmp)
+        (Path(tmp) / ENTRY).write_text(json.dumps({"rows": len(ds), "files": file_sizes(Path(tmp))}))
         os.replace(tmp, folder)
-    except OSError:  # another process won the race: use its copy
+    except OSError as e:  # another process won the race: use its copy
+        from .checkpoints import disk_full, no_space
+
         shutil.rmtree(tmp, ignore_errors=True)
+        if no_space(e):
+            raise disk_full(folder, e) from None
+        if not folder.is_dir():
+            raise
     return datasets.load_from_disk(str(folder))
 
 

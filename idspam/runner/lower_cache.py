@@ -52,6 +52,7 @@ import torch
 
 from .. import tasks
 from ..backbone import DTYPES
+from ..errors import UserError
 from ..files import digest
 from ..injection import LowerStates
 
@@ -126,6 +127,9 @@ class LowerCache:
             fcntl.flock(create, fcntl.LOCK_EX)  # one creator; the others wait, then open its layout
             if not (folder / "meta.json").is_file():
                 self._create(folder, meta)
+            elif problem := self._damaged(folder):  # a truncated or corrupt file is never read as rows: rebuild
+                log.warning("cache_lower: %s: %s; rebuilding the cache (its rows are computed again)", folder, problem)
+                self._create(folder, meta)
             self._check(folder)
         except BaseException:
             os.close(self._lock_fd)
@@ -158,13 +162,36 @@ class LowerCache:
         tmp.write_text(json.dumps(info, indent=1, default=str))
         os.replace(tmp, folder / "meta.json")  # last: the marker of a complete layout
 
+    def _damaged(self, folder: Path) -> str | None:
+        """What is wrong with a cache folder of this layout (unreadable meta.json or lengths.npy, a data file
+        of the wrong size, e.g. truncated), or None. A folder of another layout is `_check`'s to refuse."""
+        try:
+            info = json.loads((folder / "meta.json").read_text())
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            return f"meta.json is unreadable ({e})"
+        try:
+            np.load(folder / "lengths.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            return f"lengths.npy is unreadable ({e})"
+        if info.get("tokens") != self.tokens or info.get("hidden_size") != self.hidden_size:
+            return None
+        want = self.tokens * self.hidden_size * self.dtype.itemsize
+        for part in self.parts:
+            path = folder / f"{part}.bin"
+            size = path.stat().st_size if path.is_file() else None
+            if size != want:
+                return f"{part}.bin holds {size} bytes, its layout {want} (truncated or replaced)"
+        return None
+
     def _check(self, folder: Path) -> None:
         info = json.loads((folder / "meta.json").read_text())
         mine = {"rows": len(self.lengths), "tokens": self.tokens, "hidden_size": self.hidden_size,
                 "dtype": str(self.dtype).removeprefix("torch."), "parts": list(self.parts)}
         theirs = {k: info.get(k) for k in mine}
         if theirs != mine or not np.array_equal(np.load(folder / "lengths.npy"), self.lengths):
-            raise RuntimeError(f"the lower-stack cache in {folder} holds {theirs}, this run needs {mine} (or other "
+            raise UserError(f"the lower-stack cache in {folder} holds {theirs}, this run needs {mine} (or other "
                                "lengths); remove it: python -m idspam cache clear --key " + folder.name)
         os.utime(folder / "meta.json")  # last use, for `idspam.cache list` / `clear --older-than`
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
+from ..errors import UserError
 from ..files import atomic_write_json, now_iso
 
 
@@ -31,8 +32,15 @@ class ResultsWriter(L.Callback):
     def write(self) -> None:
         if not self.writes:
             return
+        from .checkpoints import disk_full, no_space
+
         self.results["wall_time_s"] = round(time.perf_counter() - self.started, 3)
-        atomic_write_json(self.path, self.results)
+        try:
+            atomic_write_json(self.path, self.results)
+        except OSError as e:
+            if no_space(e):
+                raise disk_full(self.path, e) from None
+            raise
 
     def on_fit_start(self, trainer, pl_module):
         self.writes = trainer.is_global_zero
@@ -85,21 +93,23 @@ class ResultsWriter(L.Callback):
         self.write()
 
     def on_fit_end(self, trainer, pl_module):
-        self.results["status"] = "finished"
-        self.write()
+        self.write()  # "finished" only once the adapter is in place (train.finish)
 
     def on_exception(self, trainer, pl_module, exception):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        from .checkpoints import RunInterrupted
+        from .checkpoints import DiskFull, RunInterrupted
 
-        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException, RunInterrupted))
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException, RunInterrupted, DiskFull))
         self.results["status"] = "interrupted" if interrupted else "failed"
         self.results["error"] = f"{type(exception).__name__}: {exception}"
         if interrupted:
             self.results["stopped_at"] = progress(trainer)
         self.results["ended_at"] = now_iso()
-        self.write()
+        try:
+            self.write()
+        except UserError:  # the disk is still full: results.json keeps its last state (running: resumable)
+            pass
 
     # saved in every checkpoint, so a resumed run continues its results where the checkpoint stands
     # (a mid-epoch checkpoint also holds the epoch's sums so far)

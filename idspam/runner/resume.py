@@ -22,7 +22,8 @@ from .checkpoints import RunInterrupted, load_checkpoint
 log = logging.getLogger("idspam")
 
 # config sections that must match for a resume to continue the same run
-RESUME_KEYS = ("task", "model", "method", "head", "optimizer", "data", "trainer", "layer", "seed", "data_dir")
+RESUME_KEYS = ("task", "model", "method", "head", "optimizer", "data", "trainer", "callbacks", "layer", "seed",
+               "data_dir")
 
 
 def resume_checkpoint(run_dir: str, current: dict) -> Path | None:
@@ -52,9 +53,18 @@ def fingerprint(config: dict) -> dict:
     """What a run must share with another to be the same run (resume, resume=auto, a sweep re-run into its dir):
     the RESUME_KEYS of a resolved config (a run's `config` in results.json, or the current one) in JSON-normal
     form, trainer.default_root_dir (the run dir itself) left out."""
+    from dataclasses import MISSING, fields
+
+    from ..config import TrainerConfig
+
     out = {key: config.get(key) for key in RESUME_KEYS}
+    out["callbacks"] = out["callbacks"] or None  # none chosen (and runs from before the callbacks group)
     if isinstance(out.get("trainer"), dict):
-        out["trainer"] = {k: v for k, v in out["trainer"].items() if k != "default_root_dir"}
+        # Lightning's own defaults left out: runs from before the typed trainer schema (which lists every argument)
+        # have the same fingerprint as now
+        defaults = {f.name: f.default for f in fields(TrainerConfig) if f.default is not MISSING}
+        out["trainer"] = {k: v for k, v in out["trainer"].items()
+                          if k != "default_root_dir" and not (k in defaults and v == defaults[k])}
     return json.loads(json.dumps(out, default=str))
 
 
@@ -127,12 +137,30 @@ def resume_plan(folder: Path, current: dict, mode: str) -> dict:
                              f"{', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}); "
                              "use another run/sweep dir, or resume=never to train it again there")
     status = previous.get("status")
-    if status == "finished" and not previous.get("count_only"):
+    finished = status == "finished" and not previous.get("count_only")
+    if finished and (folder / "adapter").is_dir():
         return {"action": "reuse", "ckpt": None, "previous": previous, "history": history}
     ckpt = folder / "checkpoints" / "last.ckpt"
-    if status in ("interrupted", "running") and ckpt.is_file():
+    # a run killed between its results and its adapter's rename (or one from before results waited for the
+    # adapter): resume from the last checkpoint, which finishes at once and exports the adapter
+    if (status in ("interrupted", "running") or finished) and ckpt.is_file():
         return {"action": "resume", "ckpt": ckpt, "previous": previous, "history": history}
     return {"action": "rerun", "ckpt": None, "previous": previous, "history": history}
+
+
+def clean_temp_files(folder: Path) -> list[str]:
+    """Temporary files an interrupted process left in its run dir (atomic writes of results.json and
+    checkpoints, the adapter folder before its rename): removed by the next process that holds the run
+    dir's lock (no other process writes there then)."""
+    folder = Path(folder)
+    found = [*folder.glob(".results.json.*.tmp"), *folder.glob(".adapter-*"),
+             *(folder / "checkpoints").glob(".*.ckpt.*.tmp")]
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return sorted(p.name for p in found)
 
 
 class ConfigMismatch(UserError):

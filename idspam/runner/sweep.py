@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,17 @@ def write_summary(sweep_dir: Path) -> list[dict]:
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from .checkpoints import held_elsewhere
+
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
+        busy = [p.name for p in sorted(sweep_dir.iterdir()) if p.is_dir() and p.name.isdigit() and held_elsewhere(p)]
+        if busy:  # another sweep is running in this dir: its summary is its own to write
+            print(f"error: sweep dir {str(sweep_dir)!r} is in use by another process (job(s) {', '.join(busy)} "
+                  "running there); nothing was written. Wait for it to end, or use another hydra.sweep.dir",
+                  file=sys.stderr)
+            sys.exit(2)
         rows = write_summary(sweep_dir)
         failed = [r for r in rows if r["status"] != "finished"]
         done = {a: sum(r.get("action") == a for r in rows) for a in ("reused", "resume", "rerun", "new", "refused")}
@@ -98,3 +107,5 @@ class SweepSummary(Callback):
         for r in failed:
             far = f" at {r['how_far']}" if r.get("how_far") else ""
             print(f"  job {r['job']} ({' '.join(r['overrides'])}): {r['status']}{far}: {r['error']}")
+        if failed:  # a sweep with failed, refused or unfinished jobs is not a success (CI, make, job arrays)
+            sys.exit(1)

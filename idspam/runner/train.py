@@ -37,7 +37,7 @@ from .data import TaskDataModule
 from .lower_cache import make_lower_cache
 from .module import TuningModule
 from .results import ResultsWriter
-from .resume import fingerprint, mark_interrupted, plan_run, record_attempt
+from .resume import clean_temp_files, fingerprint, mark_interrupted, plan_run, record_attempt
 
 log = logging.getLogger("idspam")
 
@@ -73,6 +73,8 @@ def train_run(run: RunConfig, started: float, stop: StopOnSignal, extra_header: 
     config, tokenizer = load_parts(run)  # the backbone's config and the tokenizer: checks before any weights
     output_dir = Path(run.output_dir)
     plan = plan_run(run, output_dir, is_multirun(), rank_zero())
+    if rank_zero() and plan["action"] != "reuse" and (left := clean_temp_files(output_dir)):
+        log.info("removed temporary files an interrupted run left: %s", ", ".join(left))
     if rank_zero():
         record_attempt(output_dir, "reused" if plan["action"] == "reuse" else plan["action"])
     if plan["action"] == "reuse":
@@ -149,6 +151,7 @@ def make_trainer(run: RunConfig, writer: ResultsWriter, stop: StopOnSignal, plan
     callbacks = [writer, StopCheckpoint(checkpoints, stop, run.checkpoint_every_n_steps, save=checkpointing)]
     if checkpointing:
         callbacks += checkpoint_callbacks(checkpoints, monitor(run), monitor_mode(run))
+    callbacks += extra_callbacks(run)
     previous_wandb = ((plan["previous"] or {}).get("wandb") or {}).get("id") if plan["ckpt"] else None
     loggers = make_loggers(run, resumed=plan["action"] in ("resume", "rerun") or bool(run.resume),
                            wandb_id=previous_wandb)
@@ -156,6 +159,20 @@ def make_trainer(run: RunConfig, writer: ResultsWriter, stop: StopOnSignal, plan
     if trainer.world_size == 1:  # the training sampler continues a mid-epoch checkpoint's epoch (data.py)
         warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
     return trainer, loggers
+
+
+def extra_callbacks(run: RunConfig) -> list:
+    """The `callbacks` group's Lightning callbacks (early stopping watches the run's monitor unless told)."""
+    from hydra.utils import instantiate
+
+    out = []
+    for name, node in sorted(run.callbacks.items()):
+        node = dict(node)
+        if name == "early_stopping":
+            node["monitor"] = node.get("monitor") or monitor(run)
+            node["mode"] = node.get("mode") or monitor_mode(run)
+        out.append(instantiate(node))
+    return out
 
 
 def fit(trainer, module, data, ckpt_path, writer: ResultsWriter, loggers: list, stop: StopOnSignal) -> None:
@@ -188,6 +205,7 @@ def finish(run: RunConfig, model, config, writer: ResultsWriter) -> dict:
         model.load_trained_state(
             {k.removeprefix("model."): v for k, v in load_checkpoint(best_ckpt)["state_dict"].items()}, str(best_ckpt))
     results["adapter"] = str(export_adapter(output_dir / "adapter", model, run, run.spec, config, results["best"]))
+    results["status"] = "finished"  # only now: a run killed before the adapter is in place resumes and exports it
     writer.write()  # final wall time, after the loggers closed
     best = results["best"]
     if best:
