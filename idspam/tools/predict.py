@@ -46,6 +46,9 @@ def build_parser():
     parser.add_argument("--text-column", dest="text_columns", action="append", metavar="NAME",
                         help="a PEFT adapter's input text column (repeat for pairs; default: sentence); "
                              "idspam-run adapters read their task's columns")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let the base model's own Python code run (a Hugging Face auto_map); never taken from "
+                             "the adapter's files")
     return parser
 
 
@@ -77,12 +80,12 @@ def task_spec(predictor, text_columns: list[str] | None):
 
 def predict(adapter: str, input_: str = "-", batch_size: int = 64, device: str = "cpu",
             text_columns: list[str] | None = None, labels: list[str] | None = None,
-            max_new_tokens: int | None = None) -> list[dict]:
+            max_new_tokens: int | None = None, trust_remote_code: bool = False) -> list[dict]:
     """One output record per input row (see the module's doc)."""
     from ..api import load_adapter
     from ..tasks import read_inputs
 
-    predictor = load_adapter(adapter, device, labels)
+    predictor = load_adapter(adapter, device, labels, trust_remote_code=trust_remote_code)
     spec = task_spec(predictor, text_columns)
     path, holder = input_path(input_)
     try:
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         outputs = predict(args.adapter, args.input, args.batch_size, args.device, args.text_columns, args.labels,
-                          args.max_new_tokens)
+                          args.max_new_tokens, args.trust_remote_code)
         text = "".join(json.dumps(o) + "\n" for o in outputs)
         if args.output == "-":
             sys.stdout.write(text)
