@@ -90,3 +90,26 @@ def test_adapter_without_a_run_key_is_one_line(tiny_adapter, tmp_path, key):
     with pytest.raises(UserError, match=f"lacks {key} ") as e:
         idspam.load_adapter(adapter)
     assert "\n" not in str(e.value)
+
+
+def test_run_adapter_has_a_model_card_and_a_portable_base_name(tmp_path):
+    from idspam.adapter import portable_base
+    from idspam.backbone import resolve_path
+    from idspam.runner.compose import compose
+    from idspam.runner.train import train
+
+    packaged = resolve_path("packaged:all-MiniLM-L6-v2")
+    assert portable_base(packaged) == portable_base("packaged:all-MiniLM-L6-v2") == \
+        "sentence-transformers/all-MiniLM-L6-v2"
+    assert portable_base("/some/own/folder") == "/some/own/folder"
+    results = train(compose(["trainer.max_epochs=1", "logger=none", "task.max_train_samples=16",
+                             "task.max_eval_samples=16", "method.prompt_length=2", "method.bottleneck=8",
+                             f"paths.output_dir={tmp_path}"]))
+    adapter = tmp_path / "adapter"
+    peft_config = json.loads((adapter / "adapter_config.json").read_text())
+    assert peft_config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    card = (adapter / "README.md").read_text()
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card and "library_name: peft" in card
+    accuracy = results["best"]["metrics"]["validation/accuracy"]
+    assert f"| validation/accuracy | {accuracy:.4f} |" in card and "before layer" in card
+    assert "idspam.load_adapter" in card and str(packaged) not in card
