@@ -35,7 +35,7 @@ from .checkpoints import (
 from .checks import check_transfer, validate
 from .data import TaskDataModule
 from .lower_cache import make_lower_cache
-from .module import TuningModule
+from .module import EpochLog, TuningModule
 from .results import ResultsWriter
 from .resume import fingerprint, mark_interrupted, plan_run, record_attempt
 
@@ -153,7 +153,11 @@ def make_trainer(run: RunConfig, writer: ResultsWriter, stop: StopOnSignal, plan
     previous_wandb = ((plan["previous"] or {}).get("wandb") or {}).get("id") if plan["ckpt"] else None
     loggers = make_loggers(run, resumed=plan["action"] in ("resume", "rerun") or bool(run.resume),
                            wandb_id=previous_wandb)
-    trainer = instantiate(run.trainer, logger=loggers or False, callbacks=callbacks, plugins=trainer_plugins())
+    callbacks.append(EpochLog())
+    # the live bar only on a terminal: under SLURM or a pipe it shows only at the end (EpochLog's lines do)
+    bar = {} if "enable_progress_bar" in run.trainer or sys.stdout.isatty() else {"enable_progress_bar": False}
+    trainer = instantiate(run.trainer, logger=loggers or False, callbacks=callbacks, plugins=trainer_plugins(),
+                          **bar)
     if trainer.world_size == 1:  # the training sampler continues a mid-epoch checkpoint's epoch (data.py)
         warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
     return trainer, loggers
