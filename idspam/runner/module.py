@@ -24,7 +24,6 @@ from ..text import decode_generated
 from .checkpoints import rng_state, set_rng_state
 from .metrics import TaskMetrics, TextMetrics
 
-
 log = logging.getLogger(__name__)
 
 
