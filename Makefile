@@ -3,10 +3,11 @@ PYTHON ?= python3
 .PHONY: install test test-fast lint demo params bench gpu-check report repro-cpu protocol protocol-tune protocol-main \
 	protocol-layers protocol-ablations protocol-curves protocol-report
 
-## install: torch 2.13.0 first (the CPU build where one is on disk), then the project, editable, with dev extras
-## (and the console commands idspam-run, idspam-report, idspam-predict, idspam-bench, idspam-params)
+## install: the one-command full install: torch 2.13.0 only where no torch is installed (a newer one is kept), then
+## the project, editable, with every extra and the dev tools (console commands idspam-run, idspam-report, ...).
+## Library only: pip install -e . ; the runner: pip install -e ".[runner]" (see docs/library.md)
 install:
-	$(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -e ".[dev]"
 
 ## test: the whole suite, slow real-data checks included; two worker processes (pytest-xdist), each test file

@@ -85,7 +85,11 @@ def export_adapter(folder: Path, model, run: RunConfig, spec, backbone_config, b
                 write_peft_prompt(tmp, run, {k: v for k, v in state.items() if k not in head})
             else:
                 model.method.save_adapter(tmp)
-            config["peft_type"] = json.loads((tmp / PEFT_CONFIG).read_text())["peft_type"]
+            peft_config = json.loads((tmp / PEFT_CONFIG).read_text())
+            peft_config["base_model_name_or_path"] = portable_base(run.model.name_or_path)
+            (tmp / PEFT_CONFIG).write_text(json.dumps(peft_config, indent=2))
+            config["peft_type"] = peft_config["peft_type"]
+        (tmp / "README.md").write_text(model_card(config, run, best))
         (tmp / IDSPAM_CONFIG).write_text(json.dumps(config, indent=2, default=str))
         generation = getattr(model.head, "generation", None)  # head=generate: its settings, in HF's form too
         if generation is not None:
@@ -106,6 +110,74 @@ def export_adapter(folder: Path, model, run: RunConfig, spec, backbone_config, b
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+# a packaged model's name on the Hugging Face hub: what another machine can resolve (the packaged folder's path
+# is this machine's venv); offline, pass the base model yourself (see the model card's "How to load")
+HUB_NAMES = {"packaged:all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def portable_base(name_or_path: str) -> str:
+    """The base model's name for adapter_config.json: a packaged model's hub name, else the run's own value."""
+    if name_or_path in HUB_NAMES:
+        return HUB_NAMES[name_or_path]
+    try:
+        from .backbone import resolve_path
+
+        here = Path(name_or_path).expanduser().resolve()
+        for packaged, hub in HUB_NAMES.items():
+            if here == Path(resolve_path(packaged)).resolve():
+                return hub
+    except Exception:  # noqa: BLE001 - the package is absent: nothing to map
+        pass
+    return name_or_path
+
+
+def model_card(config: dict, run: RunConfig, best: dict | None) -> str:
+    """The adapter folder's README.md: what was trained (method, layer, task, base model), its best-epoch
+    metrics, and how to load it."""
+    base = portable_base(run.model.name_or_path)
+    metrics = (best or {}).get("metrics") or {}
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float))
+    peft = config.get("peft_type")
+    labels = ", ".join(config["task"].get("label_names") or []) or "none (regression or text)"
+    load_peft = (f"""
+With PEFT alone (after `import idspam`, which registers the idspam PEFT types), on the bare backbone:
+
+```python
+import idspam, peft, transformers
+base = transformers.AutoModel.from_pretrained("{base}")
+model = peft.PeftModel.from_pretrained(base, "<this folder>")
+```
+""" if peft else "")
+    return f"""---
+library_name: {"peft" if peft else "idspam"}
+base_model: {base}
+tags: [idspam, {run.method.name}, {run.task.name}]
+---
+
+# {run.method.name} adapter for {base} on {run.task.name}
+
+Trained by idspam `idspam-run` (format `{config["format"]}`{f", PEFT type `{peft}`" if peft else ""}):
+method `{run.method.name}` injected before layer {run.layer}, head `{run.head.type}`, seed {run.seed},
+task `{run.task.name}` (labels: {labels}).
+
+## Metrics (validation, best epoch {(best or {}).get("epoch")})
+
+| metric | value |
+|---|---|
+{rows or "| (none recorded) | |"}
+
+## How to load
+
+```python
+import idspam
+predictor = idspam.load_adapter("<this folder>")      # the backbone, the method and the trained head
+predictor.predict(["a warm, funny film"])
+```
+
+or `idspam-predict <this folder> --input inputs.csv`. The base model is `{base}` (offline: a local copy of it).
+{load_peft}"""
 
 
 def write_peft_prompt(folder: Path, run: RunConfig, state: dict[str, torch.Tensor]) -> None:

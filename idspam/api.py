@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -99,14 +100,26 @@ class Predictor:
                 for row in logits.softmax(-1)]
 
 
-def run_config(config: dict):
-    """The RunConfig an adapter's idspam config describes (what the run trained), its task's spec included."""
+RUN_KEYS = ("task", "model", "method", "head", "layer", "seed")
+
+
+def run_config(config: dict, trust_remote_code: bool = False, where: str = "adapter"):
+    """The RunConfig an adapter's idspam config describes (what the run trained), its task's spec included.
+
+    `model.trust_remote_code` is never taken from the adapter's files: it is `trust_remote_code` (the caller's
+    own choice), so an adapter folder cannot make idspam run code from itself or from a model folder it names."""
     from .config import DataConfig, HeadConfig, ModelConfig, OptimizerConfig, RunConfig, TaskConfig, typed
     from .methods import method_config
     from .tasks import get_spec
 
+    missing = [k for k in RUN_KEYS if k not in config]
+    if missing or not isinstance(config.get("model"), dict):
+        raise UserError(f"{where}: its idspam config lacks {', '.join(missing) or 'a model mapping'} (needs "
+                        f"{', '.join(RUN_KEYS)}): not an adapter idspam-run wrote, or a damaged one")
     shape_keys = ("hidden_size", "num_layers", "vocab_size", "model_type")
-    model_cfg = typed({k: v for k, v in config["model"].items() if k not in shape_keys}, ModelConfig, "adapter model")
+    model_node = {k: v for k, v in config["model"].items() if k not in shape_keys}
+    model_node["trust_remote_code"] = bool(trust_remote_code)
+    model_cfg = typed(model_node, ModelConfig, "adapter model")
     task = typed(config["task"], TaskConfig, "adapter task")
     return RunConfig(
         task=task, model=model_cfg, method=method_config(config["method"]),
@@ -116,20 +129,36 @@ def run_config(config: dict):
     )
 
 
-def load_adapter(folder: str | Path, device: str | torch.device = "cpu", labels: Sequence[str] | None = None
-                 ) -> Predictor:
+@contextmanager
+def _refusing_remote_code(model: str):
+    """Transformers' refusal of a model folder's own code (trust_remote_code off), as one line."""
+    try:
+        yield
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise UserError(f"the adapter's base model {model!r} ships its own Python code (an auto_map), which idspam "
+                        "does not run unless you ask: pass trust_remote_code=True (idspam-predict "
+                        "--trust-remote-code) if you trust that folder") from None
+
+
+def load_adapter(folder: str | Path, device: str | torch.device = "cpu", labels: Sequence[str] | None = None,
+                 *, trust_remote_code: bool = False) -> Predictor:
     """A Predictor for an adapter folder: one written by `idspam-run` (PEFT format for ID-SPAM, LPT, prompt
     tuning, P-tuning and LoRA; idspam's format for the other methods; the earlier `idspam-adapter/1` format), or
     a PEFT adapter of a `*ForSequenceClassification` model saved with `save_pretrained` (its base model is read
-    from `base_model_name_or_path`; its label names are `labels`, else the base model config's id2label)."""
+    from `base_model_name_or_path`; its label names are `labels`, else the base model config's id2label).
+
+    `trust_remote_code=True` lets the base model's own Python code run (a Hugging Face `auto_map`); it is only
+    ever this argument, never a setting read from the adapter folder."""
     from .adapter import adapter_kind
 
     if adapter_kind(folder) == "peft":
-        return _load_peft_classifier(Path(folder).expanduser(), device, labels)
-    return _load_run_adapter(Path(folder).expanduser(), device)
+        return _load_peft_classifier(Path(folder).expanduser(), device, labels, trust_remote_code)
+    return _load_run_adapter(Path(folder).expanduser(), device, trust_remote_code)
 
 
-def _load_run_adapter(folder: Path, device) -> Predictor:
+def _load_run_adapter(folder: Path, device, trust_remote_code: bool = False) -> Predictor:
     from .adapter import check_backbone, read_adapter
     from .backbone import is_decoder, max_positions
     from .heads import HEADS
@@ -137,8 +166,9 @@ def _load_run_adapter(folder: Path, device) -> Predictor:
     from .text import collate_for, tokenizer_for
 
     config, weights = read_adapter(folder)
-    run = run_config(config)
-    backbone_config, tokenizer = load_parts(run)
+    run = run_config(config, trust_remote_code, f"adapter {str(folder)!r}")
+    with _refusing_remote_code(run.model.name_or_path):
+        backbone_config, tokenizer = load_parts(run)
     check_backbone(config, backbone_config, f"adapter {str(folder)!r}")
     model, _ = load_model(run, backbone_config, tokenizer)
     model.load_trained_state(weights, f"adapter {str(folder)!r}")
@@ -151,7 +181,8 @@ def _load_run_adapter(folder: Path, device) -> Predictor:
                      run.spec.is_regression, config)
 
 
-def _load_peft_classifier(folder: Path, device, labels: Sequence[str] | None) -> Predictor:
+def _load_peft_classifier(folder: Path, device, labels: Sequence[str] | None, trust_remote_code: bool = False
+                          ) -> Predictor:
     """A PEFT adapter folder of a sequence classifier (e.g. trained with the HF Trainer)."""
     import json
 
@@ -167,9 +198,11 @@ def _load_peft_classifier(folder: Path, device, labels: Sequence[str] | None) ->
                         f"base model {base_path!r}; load_adapter reads sequence classifiers (SEQ_CLS) whose base "
                         "model path is in adapter_config.json")
     options = {"num_labels": len(labels)} if labels else {}
-    base = AutoModelForSequenceClassification.from_pretrained(base_path, **options)
+    trust = {"trust_remote_code": bool(trust_remote_code)}
+    with _refusing_remote_code(base_path):
+        base = AutoModelForSequenceClassification.from_pretrained(base_path, **options, **trust)
+        tokenizer = AutoTokenizer.from_pretrained(base_path, **trust)
     model = PeftModel.from_pretrained(base, str(folder)).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
     labels = tuple(labels or (base.config.id2label[i] for i in range(base.config.num_labels)))
     regression = base.config.problem_type == "regression" or base.config.num_labels == 1
     token_types = getattr(base.config, "type_vocab_size", 0) > 1

@@ -4,6 +4,8 @@ evaluation split, per-example predictions, AdamW with warm-up."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +23,33 @@ from ..tasks import TaskSpec
 from ..text import decode_generated
 from .checkpoints import rng_state, set_rng_state
 from .metrics import TaskMetrics, TextMetrics
+
+log = logging.getLogger(__name__)
+
+
+class EpochLog(L.Callback):
+    """One log line per epoch (run.log and the console, also under SLURM or a pipe, where no live bar shows):
+    the epoch, its mean training loss, each validation metric, and the epoch's time."""
+
+    def __init__(self):
+        self._start, self._loss, self._n = time.perf_counter(), 0.0, 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start, self._loss, self._n = time.perf_counter(), 0.0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._loss, self._n = self._loss + float(loss.detach()), self._n + 1
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = " ".join(f"{k} {v:.4f}" for k, v in sorted(getattr(pl_module, "last_eval", {}).items())
+                           if isinstance(v, int | float))
+        loss = f"train/loss {self._loss / self._n:.4f}" if self._n else "train/loss -"
+        log.info("epoch %d/%d: %s %s (%.1f s)", trainer.current_epoch, trainer.max_epochs - 1, loss, metrics,
+                 time.perf_counter() - self._start)
 
 
 class TuningModule(L.LightningModule):

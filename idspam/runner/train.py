@@ -35,7 +35,7 @@ from .checkpoints import (
 from .checks import check_transfer, validate
 from .data import TaskDataModule
 from .lower_cache import make_lower_cache
-from .module import TuningModule
+from .module import EpochLog, TuningModule
 from .results import ResultsWriter
 from .resume import clean_temp_files, fingerprint, mark_interrupted, plan_run, record_attempt
 
@@ -101,6 +101,7 @@ def train_run(run: RunConfig, started: float, stop: StopOnSignal, extra_header: 
     writer = ResultsWriter(output_dir / "results.json", results_header(run, model, data, plan, extra_header),
                            monitor(run), mode=monitor_mode(run), started=started)
     trainer, loggers = make_trainer(run, writer, stop, plan)
+    log_hyperparameters(loggers, writer.results)
     log.info("training %s on %s with %s, layer %d: %s trainable parameters (head %s)%s", run.method.name,
              run.spec.name, run.model.name, run.layer, f"{writer.results['parameters']['trainable']:,}",
              run.head.type, f"; resuming from {plan['ckpt']}" if plan["ckpt"] else "")
@@ -155,7 +156,11 @@ def make_trainer(run: RunConfig, writer: ResultsWriter, stop: StopOnSignal, plan
     previous_wandb = ((plan["previous"] or {}).get("wandb") or {}).get("id") if plan["ckpt"] else None
     loggers = make_loggers(run, resumed=plan["action"] in ("resume", "rerun") or bool(run.resume),
                            wandb_id=previous_wandb)
-    trainer = instantiate(run.trainer, logger=loggers or False, callbacks=callbacks, plugins=trainer_plugins())
+    callbacks.append(EpochLog())
+    # the live bar only on a terminal: under SLURM or a pipe it shows only at the end (EpochLog's lines do)
+    bar = {} if "enable_progress_bar" in run.trainer or sys.stdout.isatty() else {"enable_progress_bar": False}
+    trainer = instantiate(run.trainer, logger=loggers or False, callbacks=callbacks, plugins=trainer_plugins(),
+                          **bar)
     if trainer.world_size == 1:  # the training sampler continues a mid-epoch checkpoint's epoch (data.py)
         warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
     return trainer, loggers
@@ -175,6 +180,40 @@ def extra_callbacks(run: RunConfig) -> list:
     return out
 
 
+def flatten(node, prefix: str = "") -> dict:
+    """{"model.name": ..., "method.lr": ...}: a nested config as the dotted keys W&B's sweep, table and
+    parallel-coordinates views compare runs on (lists stay values)."""
+    out = {}
+    for key, value in (node or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def log_hyperparameters(loggers: list, results: dict) -> None:
+    """Every logger gets the resolved config (flattened), the parameter counts and the git commit: W&B's run
+    config, the CSV logger's hparams.yaml."""
+    params = {**flatten(results.get("config") or {}),
+              **{f"parameters.{k}": v for k, v in (results.get("parameters") or {}).items()},
+              "git_commit": results.get("git_commit"), "experiment": results.get("experiment")}
+    for logger in loggers:
+        logger.log_hyperparams(params)
+
+
+def best_summary(results: dict) -> dict:
+    """W&B summary values of the best epoch (`best/<metric>`, `best/epoch`) and the parameter counts (the
+    summary otherwise holds the last epoch's values)."""
+    best = results.get("best") or {}
+    out = {f"best/{k}": v for k, v in (best.get("metrics") or {}).items()}
+    if best:
+        out.update({"best/epoch": best.get("epoch"), "best/value": best.get("value")})
+    out.update({f"parameters/{k}": v for k, v in (results.get("parameters") or {}).items()})
+    return out
+
+
 def fit(trainer, module, data, ckpt_path, writer: ResultsWriter, loggers: list, stop: StopOnSignal) -> None:
     """trainer.fit; a stop signal (after `StopCheckpoint` saved) ends it with `RunInterrupted`."""
     from lightning.pytorch.loggers import WandbLogger
@@ -188,6 +227,7 @@ def fit(trainer, module, data, ckpt_path, writer: ResultsWriter, loggers: list, 
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 run_ = logger.experiment
+                run_.summary.update(best_summary(writer.results))
                 writer.results["wandb"] = {"project": run_.project, "group": run_.group, "id": run_.id,
                                            "name": run_.name}
                 run_.finish(exit_code=1 if interrupted else None)  # one W&B run per job: jobs must not merge

@@ -44,13 +44,17 @@ def build_parser():
     parser.add_argument("--labels", nargs="+", metavar="NAME",
                         help="a PEFT adapter's class names, in order (default: its base model's id2label)")
     parser.add_argument("--text-column", dest="text_columns", action="append", metavar="NAME",
-                        help="a PEFT adapter's input text column (repeat for pairs; default: sentence); "
-                             "idspam-run adapters read their task's columns")
+                        help="the input's text column (repeat for pairs, in the task's order; default: the task's own "
+                             "columns, for a PEFT adapter: sentence)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let the base model's own Python code run (a Hugging Face auto_map); never taken from "
+                             "the adapter's files")
     return parser
 
 
-def input_path(value: str | None) -> tuple[Path, tempfile.TemporaryDirectory | None]:
-    """A file to read; stdin is saved to a temporary .jsonl or .tsv file (by its first character)."""
+def input_path(value: str | None, columns: tuple = ()) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """A file to read; stdin is saved to a temporary file: JSONL (its first character is `{`), a TSV whose header
+    names the task's text `columns`, or else plain text, one input per line (a tab splits a pair task's texts)."""
     if value and value != "-":
         path = Path(value).expanduser()
         if not path.is_file():
@@ -58,7 +62,20 @@ def input_path(value: str | None) -> tuple[Path, tempfile.TemporaryDirectory | N
         return path, None
     text = sys.stdin.read()
     holder = tempfile.TemporaryDirectory()
-    path = Path(holder.name) / ("stdin.jsonl" if text.lstrip().startswith("{") else "stdin.tsv")
+    lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    header = lines[0].split("\t") if lines else []
+    named = columns and all(isinstance(c, str) for c in columns)
+    if text.lstrip().startswith("{"):
+        path = Path(holder.name) / "stdin.jsonl"
+    elif named and not set(columns) <= set(header):  # plain text: one input per line, no header
+        path = Path(holder.name) / "stdin.jsonl"
+        rows = []
+        for line in lines:
+            parts = line.split("\t") if len(columns) > 1 else [line]
+            rows.append(json.dumps(dict(zip(columns, parts, strict=False))))
+        text = "".join(r + "\n" for r in rows)
+    else:
+        path = Path(holder.name) / "stdin.tsv"
     path.write_text(text)
     return path, holder
 
@@ -68,23 +85,31 @@ def task_spec(predictor, text_columns: list[str] | None):
     from ..tasks import TaskSpec, get_spec
 
     if "task" in predictor.config:
+        from dataclasses import replace
+
         from ..api import run_config
 
-        return get_spec(run_config(predictor.config).task)
+        spec = get_spec(run_config(predictor.config).task)
+        if text_columns and not spec.text_to_text:  # the input's own column names for the task's texts
+            if len(text_columns) != len(spec.local_text):
+                raise UserError(f"--text-column given {len(text_columns)} time(s); task {spec.name!r} reads "
+                                f"{len(spec.local_text)} text column(s) ({', '.join(map(str, spec.local_text))})")
+            spec = replace(spec, local_text=tuple(text_columns))
+        return spec
     return TaskSpec(name="input", label_names=predictor.label_names, metric="accuracy",
                     local_text=tuple(text_columns or ("sentence",)), local_label="label")
 
 
 def predict(adapter: str, input_: str = "-", batch_size: int = 64, device: str = "cpu",
             text_columns: list[str] | None = None, labels: list[str] | None = None,
-            max_new_tokens: int | None = None) -> list[dict]:
+            max_new_tokens: int | None = None, trust_remote_code: bool = False) -> list[dict]:
     """One output record per input row (see the module's doc)."""
     from ..api import load_adapter
     from ..tasks import read_inputs
 
-    predictor = load_adapter(adapter, device, labels)
+    predictor = load_adapter(adapter, device, labels, trust_remote_code=trust_remote_code)
     spec = task_spec(predictor, text_columns)
-    path, holder = input_path(input_)
+    path, holder = input_path(input_, spec.local_text)
     try:
         texts, labels = read_inputs(spec, path)
     finally:
@@ -134,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         outputs = predict(args.adapter, args.input, args.batch_size, args.device, args.text_columns, args.labels,
-                          args.max_new_tokens)
+                          args.max_new_tokens, args.trust_remote_code)
         text = "".join(json.dumps(o) + "\n" for o in outputs)
         if args.output == "-":
             sys.stdout.write(text)

@@ -84,10 +84,10 @@ def parse(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .common import finish
-
     try:
-        args = parse(list(sys.argv[1:] if argv is None else argv))
+        args = parse(list(sys.argv[1:] if argv is None else argv))  # --help and bad options before torch
+        from .common import finish
+
         if "memory_row" in args:  # child process of memory_in_subprocess
             name = args.pop("memory_row")
             from .common import peak_memory_mb
