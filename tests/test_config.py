@@ -97,7 +97,7 @@ def test_missing_data_file_names_the_file_and_what_is_there(compose_cfg, tmp_pat
 
 def test_unknown_group_choice_names_the_valid_ones():
     with pytest.raises(UserError, match="unknown model 'bert'; valid: gpt2, gpt2_large, gpt2_medium, gpt2_xl, hf, "
-                                        "llama_small, minilm, roberta_base"):
+                                        "llama_3_1_8b, llama_3_2_1b, llama_small, minilm, qwen2_5_0_5b, roberta_base"):
         check_group_choices(["model=bert"])
     with pytest.raises(UserError, match="unknown task 'foo'; valid: boolq, cb, cola, copa, csv, csv_text, demo, imdb"):
         check_group_choices(["-m", "task=rte,foo"])
