@@ -130,6 +130,22 @@ def run_config(config: dict, trust_remote_code: bool = False, where: str = "adap
 
 
 @contextmanager
+def _quiet_transformers():
+    """transformers' weight-loading bar and load report (missing / newly initialized weights) off for a while."""
+    from transformers.utils import logging as hf_logging
+
+    level, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
 def _refusing_remote_code(model: str):
     """Transformers' refusal of a model folder's own code (trust_remote_code off), as one line."""
     try:
@@ -170,7 +186,8 @@ def _load_run_adapter(folder: Path, device, trust_remote_code: bool = False) -> 
     with _refusing_remote_code(run.model.name_or_path):
         backbone_config, tokenizer = load_parts(run)
     check_backbone(config, backbone_config, f"adapter {str(folder)!r}")
-    model, _ = load_model(run, backbone_config, tokenizer)
+    with _quiet_transformers():  # its load report lists the head as "newly initialized": the adapter's is loaded next
+        model, _ = load_model(run, backbone_config, tokenizer)
     model.load_trained_state(weights, f"adapter {str(folder)!r}")
     model.to(device).eval()
     head = HEADS[run.head.type]

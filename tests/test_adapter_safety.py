@@ -92,7 +92,7 @@ def test_adapter_without_a_run_key_is_one_line(tiny_adapter, tmp_path, key):
     assert "\n" not in str(e.value)
 
 
-def test_run_adapter_has_a_model_card_and_a_portable_base_name(tmp_path):
+def test_run_adapter_has_a_model_card_and_a_portable_base_name(tmp_path, capfd):
     from idspam.adapter import portable_base
     from idspam.backbone import resolve_path
     from idspam.runner.compose import compose
@@ -113,3 +113,8 @@ def test_run_adapter_has_a_model_card_and_a_portable_base_name(tmp_path):
     accuracy = results["best"]["metrics"]["validation/accuracy"]
     assert f"| validation/accuracy | {accuracy:.4f} |" in card and "before layer" in card
     assert "idspam.load_adapter" in card and str(packaged) not in card
+
+    capfd.readouterr()
+    idspam.load_adapter(adapter)  # the packaged MiniLM from_pretrained: no load bar, no "newly initialized" table
+    printed = "".join(capfd.readouterr())
+    assert "Loading weights" not in printed and "newly initialized" not in printed.lower()

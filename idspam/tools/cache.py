@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="lower (lower-stack caches), tokenized (tokenised data) or all (default)")
     parser.add_argument("--older-than", type=float, default=None, metavar="DAYS",
                         help="clear: only caches not used for this many days")
-    parser.add_argument("--key", default=None, help="clear: only the cache with this key (folder name)")
+    parser.add_argument("--key", default=None,
+                        help="clear: only the cache with this key (its folder name, or the start that list prints)")
     parser.add_argument("--dry-run", action="store_true", help="clear: name what would be removed, remove nothing")
     args = parser.parse_args(argv)
     cache_dir = (args.cache_dir or default_cache_dir()).expanduser()
@@ -136,9 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(found)} caches, {human(sum(e['bytes'] for e in found))} in {cache_dir}")
         return 0
     now, removed, freed = time.time(), 0, 0
+    if args.key:  # the full key, or the start of it that `list` prints
+        found = [e for e in found if e["key"] == args.key] or [e for e in found if e["key"].startswith(args.key)]
+        if len({e["key"] for e in found}) > 1:
+            print(f"error: --key {args.key!r} matches {len(found)} caches ({', '.join(e['key'] for e in found)}): "
+                  "give more of it", file=sys.stderr)
+            return 2
     for e in found:
-        if args.key and e["key"] != args.key:
-            continue
         if args.older_than is not None and now - e["last_used"] < args.older_than * 86400:
             continue
         folder = Path(e["path"])

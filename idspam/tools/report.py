@@ -426,6 +426,8 @@ def layer_figures(tables, out: Path, num_layers: dict[str, int]) -> list[Path]:
         columns = _order({c for _, c in lines}, COLUMN_ORDER)
         methods = _order({m for m, _ in lines}, METHOD_ORDER)
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        seeds = sorted({len(p[1].values) for points in lines.values() for p in points})
+        metrics = sorted({p[1].metric for points in lines.values() for p in points if p[1].metric})
         for (method, column), points in sorted(lines.items()):
             xs = [p[0] for p in points]
             means = [p[1].mean for p in points]
@@ -433,8 +435,14 @@ def layer_figures(tables, out: Path, num_layers: dict[str, int]) -> list[Path]:
             color = colors[methods.index(method) % len(colors)]
             ax.plot(xs, means, styles[columns.index(column) % len(styles)], marker="o", ms=3, color=color,
                     label=f"{method} · {column}")
-            ax.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
-                            [m + s for m, s in zip(means, stds, strict=True)], color=color, alpha=0.15)
+            several = [len(p[1].values) > 1 for p in points]
+            if any(several):  # spread only where a point has several seeds
+                ax.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
+                                [m + s for m, s in zip(means, stds, strict=True)], where=several, color=color,
+                                alpha=0.15, interpolate=False)
+        chance = chance_level(columns, metrics)
+        if chance is not None:
+            ax.axhline(chance, color="black", lw=0.8, ls=":", label=f"chance ({chance:.0f}%)")
         low, high = BEST_LAYERS.get(model, BEST_LAYERS["roberta_large"])
         n = num_layers.get(model)
         if model in BEST_LAYERS:
@@ -443,8 +451,11 @@ def layer_figures(tables, out: Path, num_layers: dict[str, int]) -> list[Path]:
             ax.axvspan(low / BEST_LAYERS_OF * n - 0.5, high / BEST_LAYERS_OF * n + 0.5, color="grey", alpha=0.15,
                        label=f"paper: best {low}-{high} of {BEST_LAYERS_OF}, scaled to {n} layers")
         ax.set_xlabel("injection layer m")
-        ax.set_ylabel("dev metric (%), mean ± std over seeds")
-        ax.set_title(f"{experiment or 'layer sweep'}: {model}")
+        spread = "mean ± std over seeds" if seeds[-1] > 1 else "one seed, no spread"
+        ax.set_ylabel(f"dev {' / '.join(metrics) or 'metric'} (%), {spread}")
+        per_point = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        ax.set_title(f"{experiment or 'layer sweep'}: {', '.join(columns)} on {model}; {per_point} seed(s) per point",
+                     fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -457,6 +468,18 @@ def layer_figures(tables, out: Path, num_layers: dict[str, int]) -> list[Path]:
         plt.close(fig)
         paths.append(out / f"{stem}.png")
     return paths
+
+
+def chance_level(tasks: list[str], metrics: list[str]) -> float | None:
+    """The accuracy (%) of guessing uniformly, when every plotted task is a classification task with the same
+    number of classes and the metric is accuracy; None otherwise."""
+    from ..tasks import SPECS
+
+    if {m.rsplit("/", 1)[-1] for m in metrics} != {"accuracy"}:
+        return None
+    counts = {len(SPECS[t].label_names or ()) if t in SPECS else 0 for t in tasks}
+    k = next(iter(counts)) if len(counts) == 1 else 0
+    return 100.0 / k if k > 1 else None
 
 
 def model_layers(jobs: list[Job]) -> dict[str, int]:
