@@ -148,7 +148,7 @@ def make_trainer(run: RunConfig, writer: ResultsWriter, stop: StopOnSignal, plan
     from hydra.utils import instantiate
 
     checkpoints = Path(run.output_dir) / "checkpoints"
-    checkpointing = run.trainer.get("enable_checkpointing", True)
+    checkpointing = run.trainer.get("enable_checkpointing") is not False  # unset (None): Lightning's default, on
     callbacks = [writer, StopCheckpoint(checkpoints, stop, run.checkpoint_every_n_steps, save=checkpointing)]
     if checkpointing:
         callbacks += checkpoint_callbacks(checkpoints, monitor(run), monitor_mode(run))
@@ -158,7 +158,9 @@ def make_trainer(run: RunConfig, writer: ResultsWriter, stop: StopOnSignal, plan
                            wandb_id=previous_wandb)
     callbacks.append(EpochLog())
     # the live bar only on a terminal: under SLURM or a pipe it shows only at the end (EpochLog's lines do)
-    bar = {} if "enable_progress_bar" in run.trainer or sys.stdout.isatty() else {"enable_progress_bar": False}
+    # (the trainer schema lists every Trainer argument, unset ones as None)
+    chosen = run.trainer.get("enable_progress_bar") is not None
+    bar = {} if chosen or sys.stdout.isatty() else {"enable_progress_bar": False}
     trainer = instantiate(run.trainer, logger=loggers or False, callbacks=callbacks, plugins=trainer_plugins(),
                           **bar)
     if trainer.world_size == 1:  # the training sampler continues a mid-epoch checkpoint's epoch (data.py)
