@@ -55,7 +55,7 @@ def peft_form(run: RunConfig) -> str | None:
     """"prompt" (an idspam PEFT type), "lora" (PEFT's LoRA) or None (the project's format) for a run's method."""
     if run.method.peft_type is not None:
         return "prompt"
-    return "lora" if run.method.name == "lora" else None
+    return "lora" if run.method.peft_native else None
 
 
 def export_adapter(folder: Path, model, run: RunConfig, spec, backbone_config, best: dict | None = None) -> Path:

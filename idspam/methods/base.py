@@ -42,6 +42,7 @@ class MethodConfig:
     peft_type: ClassVar[str | None] = None  # the `peft_type` of its PEFT form (idspam.tuner); None: it has none
     trains_below: ClassVar[bool] = False  # it trains something below its layer: autograd runs there, no lower cache
     has_prompt: ClassVar[bool] = True  # it writes a prompt (LoRA and fine-tuning do not)
+    peft_native: ClassVar[bool] = False  # it is one of PEFT's own tuners: its adapter is a plain PEFT folder (LoRA)
     registered: ClassVar[dict[str, type[MethodConfig]]] = {}  # name -> config class, filled by subclassing
 
     def __init_subclass__(cls, **kwargs):

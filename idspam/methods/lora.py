@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -24,6 +25,7 @@ from .base import MethodConfig, PromptMethod, at_least, probability
 class LoRAConfig(MethodConfig):
     name: str = "lora"
     layer: int | None = 0
+    peft_native: ClassVar[bool] = True
     lr: float | None = 5.0e-4
     r: int = 8
     alpha: float = 16.0

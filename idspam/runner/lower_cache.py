@@ -33,7 +33,7 @@ run never reads a row that was not fully written: it recomputes the rows it had 
 Several processes (DDP ranks, jobs) share one cache: the layout is created once under the lock and
 published by atomic renames; a process missing a row first re-reads the journal (rows another
 process published are read, not recomputed), never overwrites a published row, and DDP ranks
-publish their rows and meet at a barrier at the end of every epoch (`PromptTuningModule`).
+publish their rows and meet at a barrier at the end of every epoch (`TuningModule`).
 """
 
 from __future__ import annotations

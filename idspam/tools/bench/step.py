@@ -1,21 +1,6 @@
-"""The step benchmark: training speed and memory of every method against Hugging Face PEFT, in one process.
-
-    idspam-bench                                   # roberta_base shapes, batch 16, length 128, CPU
-    idspam-bench --model roberta_large --device cuda --precision bf16 --out bench.json
-
-Each row is a full training step (forward, backward, AdamW step) on a random batch, except
-`inference`, the frozen backbone's forward (the lower bound on cost). Rows are timed interleaved,
-after warm-up, and the median over `repeats` is reported as examples per second, with its ratio
-to PEFT's prompt tuning and to inference. Peak memory is the growth above the loaded model during
-its first training steps, in a fresh subprocess per row (`--memory inline` measures in this process,
-after the timing): on CPU the peak RSS (sampled every millisecond), on GPU
-`torch.cuda.max_memory_allocated`. The backbone is built from its config with random weights: no
-download, and the same compute as the real model. `--quick` runs a tiny model for the tests.
-Rows named `pruned` compute the last layer only at the position the head reads
-(`model.prune_last_layer`, what runs do by default); the other rows of ours compute it everywhere.
-Decoders (`--model gpt2`, `--model llama_small`) get the same rows, PEFT's against
-`*ForSequenceClassification` on the same backbone.
-"""
+"""The step benchmark's rows: one training step (forward, backward, AdamW) per method, ours and PEFT's,
+on a random batch, plus the frozen `inference` forward; timed interleaved after warm-up, peak memory in a
+fresh subprocess per row. `main.py` says what the figures mean and how to run them."""
 
 from __future__ import annotations
 
