@@ -22,6 +22,7 @@ def job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from ..files import atomic_write_json
+    from .checkpoints import RunDirInUse
     from .resume import ConfigMismatch, record_attempt
     from .train import is_multirun, train
 
@@ -33,6 +34,8 @@ def job(cfg) -> float | None:
             raise  # a bug: the traceback is the useful part
         message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
         print(f"error: {message}", file=sys.stderr)
+        if multirun and isinstance(e, RunDirInUse):  # another process trains there: write nothing into its dir
+            return None
         if multirun and isinstance(e, ConfigMismatch):  # the dir holds another run: leave it as it is
             record_attempt(Path(HydraConfig.get().runtime.output_dir), "refused")
             return None
@@ -73,3 +76,7 @@ def main() -> None:
     register()
     quiet_known_warnings()
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(job)()
+    from .sweep import SweepSummary
+
+    if SweepSummary.unfinished:  # a multirun with failed, refused or still-running jobs: not a success
+        sys.exit(1)

@@ -219,6 +219,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
+class RunDirInUse(UserError):
+    """The run dir is locked by another live process: the refused process must write nothing into it."""
+
+
 class RunLock:
     """An exclusive flock on <run dir>/.lock for as long as a process trains there. A second process is
     refused with one line; the kernel drops the lock when its holder dies (even by SIGKILL), so a
@@ -236,7 +240,7 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 100).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise UserError(f"run dir {str(self.path.parent)!r} is in use by another process ({holder}); "
+            raise RunDirInUse(f"run dir {str(self.path.parent)!r} is in use by another process ({holder}); "
                             "wait for it to end, or use another run dir") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())

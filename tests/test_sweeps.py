@@ -1,0 +1,56 @@
+"""Sweeps at the edges: a second sweep into a running sweep's folder (issue 24, item 8)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ONE_JOB = ["model=tiny", "task.max_train_samples=64", "task.max_eval_samples=32", "logger=none", "seed=1"]
+HYDRA_OWN = (".hydra", "run.log")  # Hydra writes these before the job function runs (not the job's state)
+
+
+def job_state(job: Path) -> dict:
+    """Bytes and mtime of every file of the job that idspam writes."""
+    return {str(f.relative_to(job)): (f.read_bytes(), f.stat().st_mtime_ns) for f in sorted(job.rglob("*"))
+            if f.is_file() and f.relative_to(job).parts[0] not in HYDRA_OWN}
+
+
+def test_second_sweep_into_a_running_sweeps_folder_writes_nothing_into_the_running_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = subprocess.Popen([sys.executable, "-m", "idspam.run", "-m", *ONE_JOB, "trainer.max_epochs=500",
+                              f"hydra.sweep.dir={sweep}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not (sweep / "0" / "checkpoints" / "last.ckpt").is_file():
+            time.sleep(0.05)
+        assert first.poll() is None, "the first sweep ended before the second one started"
+        time.sleep(0.5)
+        os.kill(first.pid, signal.SIGSTOP)  # held still (its lock kept) so that its files can be compared
+        before = job_state(sweep / "0")
+        assert json.loads(before["results.json"][0])["status"] == "running"
+        second = subprocess.run([sys.executable, "-m", "idspam.run", "-m", *ONE_JOB, "trainer.max_epochs=500",
+                                 f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        after = job_state(sweep / "0")
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert f"error: run dir '{sweep / '0'}' is in use by another process (pid {first.pid}" in second.stderr
+    assert "0 of 1 jobs finished" in second.stdout
+    assert after == before, "the refused sweep wrote into the running job's folder"
+
+
+def test_a_sweep_with_a_failed_job_exits_non_zero(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "idspam.run", "-m", *ONE_JOB, "trainer.max_epochs=1",
+                           "optimizer.warmup_ratio=0", "method.dropout=0", "optimizer.lr=1e-3,1e30",
+                           f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "1 of 2 jobs finished" in proc.stdout
+    assert [json.loads((sweep / str(i) / "results.json").read_text())["status"] for i in (0, 1)] == \
+        ["finished", "failed"]
