@@ -142,7 +142,9 @@ def test_rerun_sweep_trains_only_the_killed_and_the_failed_job(tmp_path):
     assert [results(sweep / str(i))["status"] for i in range(4)] == ["finished", "failed", "finished", "interrupted"]
     kept = {i: job_files(sweep / str(i)) for i in (0, 2)}
 
-    proc = run_cli("-m", *SWEEP, f"hydra.sweep.dir={sweep}")
+    proc = subprocess.run([sys.executable, "-m", "idspam.run", "-m", *SWEEP, f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # job 1 failed again: the sweep is not a success
     for i in (0, 2):
         assert job_files(sweep / str(i)) == kept[i], f"finished job {i} was touched"
     summary = json.loads((sweep / "summary.json").read_text())
@@ -162,7 +164,10 @@ def test_rerun_sweep_trains_only_the_killed_and_the_failed_job(tmp_path):
     assert [j.status for j in read_sweep(sweep)] == ["finished", "failed", "finished", "finished"]
 
     # another configuration in the same sweep dir: each job refused in one line, nothing touched
-    proc = run_cli("-m", *[a.replace("max_epochs=2", "max_epochs=3") for a in SWEEP], f"hydra.sweep.dir={sweep}")
+    proc = subprocess.run([sys.executable, "-m", "idspam.run", "-m", *[a.replace("max_epochs=2", "max_epochs=3")
+                                                                       for a in SWEEP], f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # every job refused
     assert "holds a run of another configuration (differs in trainer.max_epochs)" in proc.stderr
     assert job_files(sweep / "0") == kept[0]
     assert json.loads((sweep / "summary.json").read_text())["actions"]["refused"] == 4

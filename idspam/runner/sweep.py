@@ -86,6 +86,8 @@ def write_summary(sweep_dir: Path) -> list[dict]:
 
 
 class SweepSummary(Callback):
+    unfinished = 0  # jobs of the last multirun in this process that did not finish; `app.main` exits 1 if any
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .checkpoints import held_elsewhere
 
@@ -100,6 +102,7 @@ class SweepSummary(Callback):
             sys.exit(2)
         rows = write_summary(sweep_dir)
         failed = [r for r in rows if r["status"] != "finished"]
+        SweepSummary.unfinished = len(failed)
         done = {a: sum(r.get("action") == a for r in rows) for a in ("reused", "resume", "rerun", "new", "refused")}
         this_run = ", ".join(f"{n} {'resumed' if a == 'resume' else a}" for a, n in done.items() if n)
         print(f"sweep summary: {len(rows) - len(failed)} of {len(rows)} jobs finished ({this_run}); "
