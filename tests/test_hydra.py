@@ -107,3 +107,11 @@ def test_callbacks_group_builds_lightning_callbacks(compose_cfg):
     built = extra_callbacks(run)
     assert [type(c) for c in built] == [EarlyStopping, LearningRateMonitor, ModelSummary]
     assert built[0].monitor == "validation/accuracy" and built[0].patience == 1 and built[0].mode == "max"
+
+
+def test_group_paths_and_sweeps_pass_the_key_check():
+    from idspam.runner.compose import check_overrides
+
+    check_overrides(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", "+foo=1",
+                     "task@source_task=sst2", "trainer.max_epochs=1,2", "method.lr=1e-3", "paths.output_dir=x",
+                     "callbacks=[early_stopping]", "callbacks.early_stopping.patience=2", "model.arch.n_layer=2"])

@@ -153,7 +153,7 @@ def check_overrides(argv: list[str]) -> None:
             continue
         key = override.key_or_group
         parts = key.split(".")
-        if parts[0] in ("hydra", "source_task") or key in known_groups:
+        if parts[0] in ("hydra", "source_task") or key in known_groups or "/" in key:  # hydra/launcher=joblib
             continue
         if len(parts) == 1:
             valid = top | known_groups
