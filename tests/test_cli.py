@@ -69,7 +69,7 @@ def test_python_m_idspam_lists_the_tools_and_console_scripts_run():
     for tool, proc in procs.items():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, (tool, err[-500:])
-        assert ("Powered by Hydra" in out) if tool == "run" else out.startswith(f"usage: idspam-{tool}")
+        assert out.startswith("idspam-run: ") if tool == "run" else out.startswith(f"usage: idspam-{tool}")
     wrong = subprocess.run([sys.executable, "-m", "idspam", "report", "--nope"], capture_output=True, text=True,
                            timeout=300)
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "--nope" in wrong.stderr

@@ -39,7 +39,8 @@ def test_unknown_model_is_one_clear_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--model", "roberta_huge"])
     assert e.value.code == 2
-    expected = "unknown model 'roberta_huge'; valid: gpt2, gpt2_large, gpt2_medium, gpt2_xl, hf, llama_small, minilm"
+    expected = ("unknown model 'roberta_huge'; valid: gpt2, gpt2_large, gpt2_medium, gpt2_xl, hf, llama_3_1_8b, "
+                "llama_3_2_1b, llama_small, minilm")
     assert expected in capsys.readouterr().err
 
 

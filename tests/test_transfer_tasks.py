@@ -134,7 +134,9 @@ def test_few_shot_transfer_starts_from_the_adapter_and_draws_k_examples(compose_
     source = tmp_path / "source"
     train(compose_cfg(*TINY, f"paths.output_dir={source}"))  # demo sentiment
     _, trained = read_adapter(source / "adapter")
-    results = train(compose_cfg("model=tiny", "trainer.max_epochs=0", "logger=none", "task=sst2",
+    # no training batch (an epoch with limit_train_batches=0: max_epochs=0 is refused as an untrained run)
+    results = train(compose_cfg("model=tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=0", "logger=none",
+                                "task=sst2",
                                 f"data_dir={SHARED_DATA}", f"init_from={source / 'adapter'}", "few_shot_k=24",
                                 f"paths.output_dir={tmp_path / 'target'}"))
     assert results["data"]["train"] == 24 and results["init_from"] == str(source / "adapter")
