@@ -70,3 +70,15 @@ def tiny_backbone():
     from idspam.backbone import load_tokenizer
 
     return make_tiny_backbone(), load_tokenizer(tiny_model_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_run_adapter(tmp_path_factory):
+    """The adapter folder of one short ID-SPAM run on the tiny model (copy it before changing it)."""
+    from idspam.runner.compose import compose
+    from idspam.runner.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    train(compose(["model=tiny", "trainer.max_epochs=1", "logger=none", "task.max_train_samples=16",
+                   "method.prompt_length=2", "method.bottleneck=8", f"paths.output_dir={out}"]))
+    return out / "adapter"

@@ -19,17 +19,6 @@ class EvilConfig(PretrainedConfig):
 """
 
 
-@pytest.fixture(scope="module")
-def tiny_adapter(tmp_path_factory):
-    from idspam.runner.compose import compose
-    from idspam.runner.train import train
-
-    out = tmp_path_factory.mktemp("run")
-    train(compose(["model=tiny", "trainer.max_epochs=1", "logger=none", "task.max_train_samples=16",
-                   "method.prompt_length=2", "method.bottleneck=8", f"paths.output_dir={out}"]))
-    return out / "adapter"
-
-
 def hostile_model(tmp_path):
     """A model folder whose config.json auto_map points at a Python file that writes a marker file."""
     folder, marker = tmp_path / "hostile_model", tmp_path / "MARKER"
@@ -43,10 +32,10 @@ def hostile_model(tmp_path):
     return folder, marker
 
 
-def test_run_adapter_cannot_make_load_adapter_run_code(tiny_adapter, tmp_path):
+def test_run_adapter_cannot_make_load_adapter_run_code(tiny_run_adapter, tmp_path):
     folder, marker = hostile_model(tmp_path)
     adapter = tmp_path / "adapter"
-    shutil.copytree(tiny_adapter, adapter)
+    shutil.copytree(tiny_run_adapter, adapter)
     config = json.loads((adapter / "idspam_adapter.json").read_text())
     config["model"].update(name_or_path=str(folder), pretrained=True, trust_remote_code=True, arch=None)
     (adapter / "idspam_adapter.json").write_text(json.dumps(config))
@@ -81,9 +70,9 @@ def test_peft_adapter_cannot_make_load_adapter_run_code(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["task", "model", "layer"])
-def test_adapter_without_a_run_key_is_one_line(tiny_adapter, tmp_path, key):
+def test_adapter_without_a_run_key_is_one_line(tiny_run_adapter, tmp_path, key):
     adapter = tmp_path / "adapter"
-    shutil.copytree(tiny_adapter, adapter)
+    shutil.copytree(tiny_run_adapter, adapter)
     config = json.loads((adapter / "idspam_adapter.json").read_text())
     del config[key]
     (adapter / "idspam_adapter.json").write_text(json.dumps(config))
