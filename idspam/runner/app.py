@@ -57,6 +57,9 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # inside Lightning 2.6
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "Tip:" not in r.getMessage())
+    # PEFT imports bitsandbytes wherever it is installed (the [quant] extra); its CPU backend then says, on every
+    # run, that an optional faster 4-bit kernel package is missing. Quantized runs work without it.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda r: "kernels-community" not in r.getMessage())
 
 
 COMMON = """\
