@@ -162,14 +162,16 @@ class InjectionEngine(nn.Module):
         With a key/value `cache` (decoding, `generation.py`) every layer appends its keys and values to it."""
         if start >= end:
             return hidden
-        # pruning reads query rows of the masks: never the `None` that stands for sdpa's is_causal
-        context = self.family.context(self.base, hidden, attention_mask, positions, cache, (start, end),
-                                      materialize=rows is not None)
+        context = self.family.context(self.base, hidden, attention_mask, positions, cache, (start, end))
         last = end - 1 if rows is not None else end
         ckpt = self.activation_checkpointing and cache is None and torch.is_grad_enabled()
         for index in range(start, last):
             hidden = checkpointed(ckpt, self.family.call, self.layers[index], index, hidden, context, cache=cache)
         if rows is not None:
+            if self.family.causal:  # pruning reads query rows of the masks, never the None of sdpa's is_causal:
+                # the pruned layer alone gets built masks (the layers before it keep the is_causal fast path)
+                context = self.family.context(self.base, hidden, attention_mask, positions, cache, (last, end),
+                                              materialize=True)
             hidden = checkpointed(ckpt, self.family.call_at, self.layers[last], last, hidden, context, rows)
         return hidden
 
