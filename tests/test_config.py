@@ -1,7 +1,5 @@
 """Every config choice composes and instantiates; bad values fail early with one clear line."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from idspam.runner.checks import validate
 from idspam.runner.compose import check_group_choices, choices, groups
 
 from .conftest import GLUE_DIR, HAVE_DATA
+from .zygote import run_module
 
 GROUPS = groups()
 
@@ -118,8 +117,7 @@ def test_unknown_group_choice_names_the_valid_ones():
     (["task=rte", "data_dir=/no/such/dir"], "error: data_dir='/no/such/dir' is not a folder"),
 ])
 def test_cli_errors_are_one_line_and_exit_nonzero(args, message, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "idspam.run", *args, f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_module("idspam.run", *args, f"hydra.run.dir={tmp_path}", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]]
     assert proc.stderr.startswith(message), proc.stderr
@@ -127,8 +125,7 @@ def test_cli_errors_are_one_line_and_exit_nonzero(args, message, tmp_path):
 
 
 def test_cfg_job_prints_the_composed_config():
-    proc = subprocess.run([sys.executable, "-m", "idspam.run", "--cfg", "job", "model=roberta_large"],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_module("idspam.run", "--cfg", "job", "model=roberta_large", timeout=120)
     assert proc.returncode == 0
     assert "name_or_path: FacebookAI/roberta-large" in proc.stdout and "prompt_length: 10" in proc.stdout
     assert "betas:\n  - 0.9\n  - 0.98" in proc.stdout and "eps: 1.0e-06" in proc.stdout

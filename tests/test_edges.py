@@ -11,6 +11,8 @@ from idspam.errors import UserError
 from idspam.runner.data import split_key, tokenized_split
 from idspam.text import Tokenize
 
+from .zygote import run_module
+
 
 @pytest.fixture
 def four_columns(tmp_path):
@@ -93,13 +95,7 @@ def test_every_task_setting_changes_the_key(tmp_path, four_columns, monkeypatch)
 
 
 def run_cli(cwd, *args, timeout=300):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "idspam.run", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return run_module("idspam.run", *args, cwd=cwd, timeout=timeout)
 
 
 def error_line(proc) -> str:

@@ -3,8 +3,6 @@ without `+`, one line (exit 2) for a misspelt key or a bad value before any weig
 project's own --help."""
 
 import inspect
-import subprocess
-import sys
 from dataclasses import fields
 
 import pytest
@@ -12,10 +10,11 @@ import pytest
 from idspam.config import RUNNER_OWNED, TrainerConfig
 from idspam.errors import UserError
 
+from .zygote import run_module
+
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "idspam.run", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd)
+    return run_module("idspam.run", *args, cwd=cwd)
 
 
 def one_error(proc) -> str:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from .test_run import run_cli
+from .zygote import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 # 6 steps per epoch, 12 in all: seconds per run on a 2-core CPU
@@ -23,8 +24,7 @@ RUN = ["model=tiny", "trainer.max_epochs=2", "task.max_train_samples=96", "task.
 
 def signal_run(where: str, sig: str, n: int, *args, env=None) -> subprocess.CompletedProcess:
     """idspam.run with `sig` sent to itself at an exact point (tests/signal_at.py)."""
-    return subprocess.run([sys.executable, "-m", "tests.signal_at", where, sig, str(n), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    return run_module("tests.signal_at", where, sig, str(n), *args, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def per_epoch(results):
@@ -142,8 +142,7 @@ def test_rerun_sweep_trains_only_the_killed_and_the_failed_job(tmp_path):
     assert [results(sweep / str(i))["status"] for i in range(4)] == ["finished", "failed", "finished", "interrupted"]
     kept = {i: job_files(sweep / str(i)) for i in (0, 2)}
 
-    proc = subprocess.run([sys.executable, "-m", "idspam.run", "-m", *SWEEP, f"hydra.sweep.dir={sweep}"],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_module("idspam.run", "-m", *SWEEP, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 1, proc.stderr[-2000:]  # job 1 failed again: the sweep is not a success
     for i in (0, 2):
         assert job_files(sweep / str(i)) == kept[i], f"finished job {i} was touched"
@@ -164,9 +163,8 @@ def test_rerun_sweep_trains_only_the_killed_and_the_failed_job(tmp_path):
     assert [j.status for j in read_sweep(sweep)] == ["finished", "failed", "finished", "finished"]
 
     # another configuration in the same sweep dir: each job refused in one line, nothing touched
-    proc = subprocess.run([sys.executable, "-m", "idspam.run", "-m", *[a.replace("max_epochs=2", "max_epochs=3")
-                                                                       for a in SWEEP], f"hydra.sweep.dir={sweep}"],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_module("idspam.run", "-m", *[a.replace("max_epochs=2", "max_epochs=3") for a in SWEEP],
+                      f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 1, proc.stderr[-2000:]  # every job refused
     assert "holds a run of another configuration (differs in trainer.max_epochs)" in proc.stderr
     assert job_files(sweep / "0") == kept[0]
@@ -244,8 +242,7 @@ def test_second_process_on_a_run_dir_is_refused_and_a_killed_ones_lock_is_not(tm
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "results.json").is_file():
         time.sleep(0.05)
-    second = subprocess.run([sys.executable, "-m", "idspam.run", *RUN, f"hydra.run.dir={out}", "resume=auto"],
-                            capture_output=True, text=True, timeout=300)
+    second = run_module("idspam.run", *RUN, f"hydra.run.dir={out}", "resume=auto")
     assert first.poll() is None, "the first run ended before the second one started"
     assert second.returncode == 2
     assert f"error: run dir '{out}' is in use by another process (pid {first.pid}" in second.stderr
@@ -316,19 +313,15 @@ def test_resumed_run_continues_its_wandb_run(compose_cfg, tmp_path):
 def test_resume_auto_finds_the_single_runs_own_dir(tmp_path):
     """resume=auto without a run dir: the newest outputs/runs/... dir holding the same configuration."""
     args = [*RUN[:-1], "logger=none", "trainer.max_epochs=1", "task.max_train_samples=32"]
-    subprocess.run([sys.executable, "-m", "tests.signal_at", "step", "TERM", "0", *args], cwd=tmp_path,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    run_module("tests.signal_at", "step", "TERM", "0", *args, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     (first,) = (tmp_path / "outputs" / "runs").glob("*/*/*/*")
     assert results(first)["status"] == "interrupted"
-    other = subprocess.run([sys.executable, "-m", "idspam.run", *args, "seed=7", "resume=auto"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
+    other = run_module("idspam.run", *args, "seed=7", "resume=auto", cwd=tmp_path)
     assert other.returncode == 0 and len(list((tmp_path / "outputs" / "runs").glob("*/*/*/*"))) == 2
-    again = subprocess.run([sys.executable, "-m", "idspam.run", *args, "resume=auto"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
+    again = run_module("idspam.run", *args, "resume=auto", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert results(first)["status"] == "finished" and results(first)["attempt"] == "resume"
-    reused = subprocess.run([sys.executable, "-m", "idspam.run", *args, "resume=auto"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    reused = run_module("idspam.run", *args, "resume=auto", cwd=tmp_path)
     assert "finished before, reused" in reused.stdout
     assert len(list((tmp_path / "outputs" / "runs").glob("*/*/*/*"))) == 2
 

@@ -2,22 +2,19 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from .conftest import GLUE_DIR, needs_glue
+from .zygote import run_module
 
 FAST = ["model=tiny", "trainer.max_epochs=2", "task.max_train_samples=64", "task.max_eval_samples=32",
         "logger=csv"]
 
 
 def run_cli(*args, env=None, timeout=300, expect=0):
-    environ = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "idspam.run", *args], capture_output=True, text=True,
-                          timeout=timeout, env=environ)
+    proc = run_module("idspam.run", *args, env={**os.environ, **(env or {})}, timeout=timeout)
     assert proc.returncode == expect, proc.stderr[-3000:]
     return proc
 
@@ -98,8 +95,8 @@ def test_every_method_runs_on_mrpc_with_minilm(tmp_path):
     from idspam.methods import METHODS
 
     methods = sorted(METHODS)
-    run_cli("-m", "task=mrpc", "model=minilm", f"data_dir={GLUE_DIR}", "task.max_train_samples=96",
-            "task.max_eval_samples=64", "task.max_length=64", "trainer.max_epochs=1", "logger=none",
+    run_cli("-m", "task=mrpc", "model=minilm", f"data_dir={GLUE_DIR}", "task.max_train_samples=48",
+            "task.max_eval_samples=32", "task.max_length=48", "trainer.max_epochs=1", "logger=none",
             f"method={','.join(methods)}", f"hydra.sweep.dir={tmp_path}", timeout=900)
     results = {r["method"]: r for r in (json.loads(p.read_text()) for p in tmp_path.glob("*/results.json"))}
     assert sorted(results) == methods

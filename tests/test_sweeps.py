@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from .zygote import run_module
+
 ROOT = Path(__file__).resolve().parents[1]
 ONE_JOB = ["model=tiny", "task.max_train_samples=64", "task.max_eval_samples=32", "logger=none", "seed=1"]
 
 
 def test_a_sweep_with_a_failed_job_exits_non_zero(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "idspam.run", "-m", *ONE_JOB, "trainer.max_epochs=1",
-                           "optimizer.warmup_ratio=0", "method.dropout=0", "optimizer.lr=1e-3,1e30",
-                           f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_module("idspam.run", "-m", *ONE_JOB, "trainer.max_epochs=1", "optimizer.warmup_ratio=0",
+                      "method.dropout=0", "optimizer.lr=1e-3,1e30", f"hydra.sweep.dir={sweep}", cwd=ROOT)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 of 2 jobs finished" in proc.stdout
     assert [json.loads((sweep / str(i) / "results.json").read_text())["status"] for i in (0, 1)] == \
