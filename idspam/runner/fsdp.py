@@ -13,11 +13,13 @@ What differs from one process, and why it is exact anyway:
 - Each process trains on its share of the global order: the one-process shuffle of the epoch, every
   `world`-th example from the process's rank (`ResumableRandomSampler(rank, world)`), padded by repeating the
   order's start so every process runs the same number of steps (a process with one step less would wait in
-  a collective for ever). Global batch = data.batch_size x devices.
+  a collective until the process group's timeout). Global batch = data.batch_size x devices.
 - Every process validates on the whole validation set (identical model, identical data), so each computes
   the one-process metrics without syncing them; the FSDP all-gathers need every process to run the same
   forward passes, which this guarantees (generation included).
 - The random generators continue as on one process (Lightning's re-seeding at process-group setup is undone).
+  Every process draws the same stream, so with dropout the processes' shares of a global batch get the same
+  masks (as under Lightning's DDP); the one-process equality holds without dropout.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.strategies.strategy import Strategy
 
 log = logging.getLogger("idspam")
+
 
 class FrozenFSDPStrategy(ModelParallelStrategy):
     """FSDP2 over the frozen backbone's layers (`shard`, called from the module's `configure_model`), the trained
