@@ -127,18 +127,12 @@ def test_fsdp_kill_minus_9_then_resume_gives_the_uninterrupted_result(runs):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fsdp_config_defaults_to_gpus_and_builds_the_strategy_on_cpu(compose_cfg):
-    from hydra.utils import instantiate
-
-    from idspam.runner.fsdp import FrozenFSDPStrategy
-
+def test_fsdp_config_defaults_to_gpus_and_names_the_strategy(compose_cfg):
+    """The GPU path is the default; the CPU runs above build the same config with accelerator=cpu devices=2."""
     cfg = compose_cfg("model=tiny", "trainer=fsdp")
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.trainer.strategy._target_ == "idspam.runner.fsdp.FrozenFSDPStrategy"
     assert cfg.trainer.use_distributed_sampler is False
-    cfg = compose_cfg("model=tiny", "trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2",
-                      "trainer.precision=32-true")
-    trainer = instantiate(cfg.trainer, logger=False)  # no GPU needed (Lightning's FSDPStrategy refuses a CPU)
-    assert isinstance(trainer.strategy, FrozenFSDPStrategy) and trainer.world_size == 2
 
 
 @pytest.mark.parametrize("override, says", [
