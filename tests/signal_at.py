@@ -5,7 +5,9 @@ the process <signal> (TERM, USR2, ...) at a chosen point, from inside, so the ki
   setup 0         while the data is read (before the model loads and before the first step)
   pace <ms>       sends nothing: every training step waits <ms> first, and the file $PACE_MARK is created when
                   the first step starts (for a test whose signal comes from another process; <signal> is ignored)
-In a multirun, SIGNAL_AT_JOB=<k> limits it to job k.
+In a multirun, SIGNAL_AT_JOB=<k> limits it to job k. <signal> KILLGROUP: SIGKILL to the whole process group (a
+multi-process run, e.g. trainer=fsdp, dies at once; start the helper in a session of its own). A process that
+Lightning launches for another rank runs this module with the idspam.run arguments alone: it only runs them.
 """
 
 import os
@@ -16,6 +18,10 @@ import lightning as L
 
 
 def main() -> None:
+    if sys.argv[1:2] not in (["step"], ["validation"], ["setup"], ["pace"]):  # another rank's process
+        from idspam.runner.app import main as run_main
+
+        return run_main()
     where, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     sys.argv = [sys.argv[0], *sys.argv[4:]]
     signum = getattr(signal, f"SIG{name}", None)
@@ -27,6 +33,8 @@ def main() -> None:
 
             if HydraConfig.get().job.num != int(job):
                 return False
+        if name == "KILLGROUP":
+            os.killpg(0, signal.SIGKILL)
         os.kill(os.getpid(), signum)
         return True
 

@@ -63,8 +63,34 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.eval_tasks = check_eval_tasks(cfg.get("eval_tasks"), run.spec, run.data_dir)
     tasks.check_files(run.spec, run.task, run.data_dir)
     check_few_shot(cfg, run)
+    if is_fsdp(run.trainer):
+        check_fsdp(run, cfg.get("cache_lower", False))
     run.cache_lower = cache_lower(cfg.get("cache_lower", False), run)
     return run
+
+
+def is_fsdp(trainer_cfg: dict) -> bool:
+    """Whether a trainer config (a plain dict) selects idspam.runner.fsdp.FrozenFSDPStrategy (trainer=fsdp)."""
+    strategy = (trainer_cfg or {}).get("strategy")
+    return isinstance(strategy, dict) and str(strategy.get("_target_", "")).endswith("FrozenFSDPStrategy")
+
+
+def check_fsdp(run: RunConfig, cache: object) -> None:
+    """What trainer=fsdp cannot take, one line each, before any weights load (cache_lower=auto turns off)."""
+    if cache is True:
+        raise UserError("cache_lower=true is not supported with trainer=fsdp: a process whose batch is cached would "
+                        "skip the sharded lower layers' all-gathers the other processes wait in; use cache_lower=false "
+                        "(or auto, which is off under FSDP)")
+    if run.model.quantization != "none":
+        raise UserError(f"trainer=fsdp with model.quantization={run.model.quantization}: FSDP2 cannot shard "
+                        "bitsandbytes' packed 4/8-bit weights; use trainer=ddp or trainer=gpu for a quantized "
+                        "backbone, or model.quantization=none")
+    if run.method.trains_frozen_weights:
+        raise UserError(f"trainer=fsdp shards only frozen weights and replicates what trains; method="
+                        f"{run.method.name} trains the backbone's own weights: use trainer=ddp")
+    if run.data.group_by_length:
+        raise UserError("trainer=fsdp with data.group_by_length=true is not supported (each process takes its "
+                        "share of one shuffled order); use data.group_by_length=false")
 
 
 def integer(cfg: DictConfig, key: str, default: int) -> int:
@@ -158,7 +184,7 @@ def cache_lower(value, run: RunConfig) -> bool:
     trains)."""
     if value not in (True, False, "auto"):
         raise UserError(f"cache_lower={value!r}; valid: true, false, auto")
-    applies = run.model.backbone_mode == "eval" and not run.method.trains_below
+    applies = run.model.backbone_mode == "eval" and not run.method.trains_below and not is_fsdp(run.trainer)
     if value == "auto":
         return applies
     if value and run.model.backbone_mode != "eval":

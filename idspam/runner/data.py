@@ -171,9 +171,10 @@ class ResumableRandomSampler(RandomSampler):
     an epoch starts), that remembers the epoch's seed so a mid-epoch checkpoint can continue the epoch:
     the same order, less the batches already trained on."""
 
-    def __init__(self, data_source, batch_size: int):
+    def __init__(self, data_source, batch_size: int, rank: int = 0, world: int = 1):
         super().__init__(data_source)
         self.batch_size, self.epoch_seed, self._resume = batch_size, None, None
+        self.rank, self.world = rank, world  # trainer=fsdp: this process's share of the one-process order
 
     def __iter__(self):
         if self._resume is not None:  # the epoch's own seed, no draw
@@ -184,7 +185,13 @@ class ResumableRandomSampler(RandomSampler):
             self.epoch_seed, skip = int(torch.empty((), dtype=torch.int64).random_().item()), 0
         generator = torch.Generator()
         generator.manual_seed(self.epoch_seed)
-        yield from torch.randperm(len(self.data_source), generator=generator).tolist()[skip:]
+        order = torch.randperm(len(self.data_source), generator=generator).tolist()
+        if self.world > 1:  # every world-th example from `rank`, the order padded by its start to equal shares
+            order = (order * self.world)[:-(-len(order) // self.world) * self.world][self.rank::self.world]
+        yield from order[skip:]
+
+    def __len__(self) -> int:
+        return -(-len(self.data_source) // self.world)
 
     def resume(self, state: dict) -> None:
         self._resume = state
@@ -254,7 +261,9 @@ class TaskDataModule(L.LightningDataModule):
             return DataLoader(self.splits[split], batch_sampler=sampler, collate_fn=self.collate,
                               num_workers=self.run.data.num_workers)
         if train:
-            sampler = ResumableRandomSampler(self.splits[split], size)
+            shards = self.trainer is not None and getattr(self.trainer.strategy, "shards_batches", False)
+            rank, world = (self.trainer.global_rank, self.trainer.world_size) if shards else (0, 1)
+            sampler = ResumableRandomSampler(self.splits[split], size, rank, world)
             self._track(sampler)
             return DataLoader(self.splits[split], batch_size=size, sampler=sampler, collate_fn=self.collate,
                               num_workers=self.run.data.num_workers)

@@ -91,6 +91,17 @@ class TuningModule(L.LightningModule):
             set_rng_state(checkpoint["rng"])
         self._best = checkpoint.get("idspam_best_predictions", self._best)
 
+    def configure_model(self) -> None:
+        """trainer=fsdp (idspam.runner.fsdp): the strategy shards the frozen backbone here; others: nothing."""
+        shard = getattr(self.trainer.strategy, "shard", None)
+        if shard is not None:
+            shard(self)
+
+    @property
+    def sharded(self) -> bool:
+        """Under trainer=fsdp: each process trains on its share of the batch, validates on the whole set."""
+        return self._trainer is not None and getattr(self.trainer.strategy, "evaluates_everywhere", False)
+
     def forward(self, batch, split: str | None = None):
         return self.model(batch, split)
 
@@ -121,10 +132,11 @@ class TuningModule(L.LightningModule):
                 f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
                 f"try a lower learning rate (now {self.lr or self.opt.lr}: method.lr / optimizer.lr). "
                 "The last good checkpoint is kept in the run dir (checkpoints/last.ckpt)")
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        # under FSDP the logged loss is the global batch's (the mean over the processes' equal shares)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n, sync_dist=self.sharded)
         aux = self.model.aux_loss()
         if aux is not None:  # a method's own regulariser (SMoP's load balancing)
-            self.log("train/aux_loss", aux, on_step=True, on_epoch=True, batch_size=n)
+            self.log("train/aux_loss", aux, on_step=True, on_epoch=True, batch_size=n, sync_dist=self.sharded)
             loss = loss + aux
         return loss
 
@@ -211,7 +223,7 @@ class TuningModule(L.LightningModule):
         outputs, self._outputs = self._outputs, [{} for _ in self._outputs]
         if self.predictions_dir is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
-        if self.trainer.world_size > 1:
+        if self.trainer.world_size > 1 and not self.sharded:
             return  # each process saw a share of the examples: no file rather than a partial one
         folder = Path(self.predictions_dir) / "predictions"
         folder.mkdir(parents=True, exist_ok=True)

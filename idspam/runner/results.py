@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from ..errors import UserError
 from ..files import atomic_write_json, now_iso
@@ -58,11 +59,15 @@ class ResultsWriter(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.train_seconds += time.perf_counter() - self._batch_start
         n = len(batch["labels"])
-        self.examples += n
-        self.loss_sum += float(outputs["loss"]) * n
         mask = batch["attention_mask"]
-        self.tokens += mask.numel()
-        self.padding += int((mask == 0).sum())
+        sums = [float(outputs["loss"]) * n, n, mask.numel(), int((mask == 0).sum())]
+        if trainer.world_size > 1 and getattr(trainer.strategy, "shards_batches", False):
+            # trainer=fsdp: the global batch's sums (every process then holds the same ones)
+            sums = trainer.strategy.reduce(torch.tensor(sums, dtype=torch.float64), reduce_op="sum").tolist()
+        self.loss_sum += sums[0]
+        self.examples += int(sums[1])
+        self.tokens += int(sums[2])
+        self.padding += int(sums[3])
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
