@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from .test_run import run_cli
-from .zygote import run_module
+from .zygote import run_module, start_module
 
 ROOT = Path(__file__).resolve().parents[1]
 # 6 steps per epoch, 12 in all: seconds per run on a 2-core CPU
@@ -90,9 +90,8 @@ def test_signal_from_outside_during_training(whole, tmp_path):
     """A real SIGTERM from another process, whenever it lands: status interrupted, exit 143, exact resume."""
     out, mark = tmp_path / "run", tmp_path / "training"
     # 150 ms per step: 12 steps take about 2 s, so the signal sent 0.3 s after the first step lands mid-run
-    proc = subprocess.Popen([sys.executable, "-m", "tests.signal_at", "pace", "-", "150", *RUN, f"hydra.run.dir={out}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PACE_MARK": str(mark)})
+    proc = start_module("tests.signal_at", "pace", "-", "150", *RUN, f"hydra.run.dir={out}", cwd=ROOT,
+                        env={**os.environ, "PACE_MARK": str(mark)})
     deadline = time.time() + 120
     while time.time() < deadline and not mark.is_file() and proc.poll() is None:
         time.sleep(0.02)
@@ -237,8 +236,7 @@ def test_slurm_launcher_config_names_its_signal_and_requeue_limit():
 
 def test_second_process_on_a_run_dir_is_refused_and_a_killed_ones_lock_is_not(tmp_path):
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "idspam.run", *RUN, "trainer.max_epochs=500",
-                              f"hydra.run.dir={out}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = start_module("idspam.run", *RUN, "trainer.max_epochs=500", f"hydra.run.dir={out}")
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "results.json").is_file():
         time.sleep(0.05)

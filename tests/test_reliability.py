@@ -3,8 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,6 +11,7 @@ import torch
 from idspam.errors import UserError
 
 from .test_run import FAST, run_cli
+from .zygote import start_module
 
 RESUME = ["model=tiny", "trainer.max_epochs=4", "task.max_train_samples=400", "task.max_eval_samples=64",
           "logger=none"]
@@ -28,8 +27,7 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "idspam.run", *RESUME, f"hydra.run.dir={killed}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_module("idspam.run", *RESUME, f"hydra.run.dir={killed}")
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # wait for the first epoch's checkpoint
         try:

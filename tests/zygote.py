@@ -79,26 +79,47 @@ def serve() -> None:
         return
     protocol_out = sys.stdout
     print(json.dumps({"ready": True, "pid": os.getpid()}), file=protocol_out, flush=True)
+    exited: dict[int, int] = {}
+
+    def reap(pid: int, block: bool) -> int | None:
+        if pid in exited:
+            return exited[pid]
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        if done:
+            exited[pid] = os.waitstatus_to_exitcode(status)
+        return exited.get(pid)
+
     for line in sys.stdin:
         request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            _child(request)  # returns only when the module returns: exit 0 through the normal shutdown
-            raise SystemExit(0)
-        deadline = time.monotonic() + request["timeout"]
-        timed_out = False
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                timed_out = True
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                break
-            time.sleep(0.01)
-        rc = -9 if timed_out else os.waitstatus_to_exitcode(status)
-        print(json.dumps({"rc": rc, "pid": pid, "timeout": timed_out}), file=protocol_out, flush=True)
+        op = request.get("op", "run")
+        if op in ("run", "spawn"):
+            pid = os.fork()
+            if pid == 0:
+                _child(request)  # returns only when the module returns: exit 0 through the normal shutdown
+                raise SystemExit(0)
+            if op == "spawn":
+                answer = {"pid": pid}
+            else:
+                answer = {"pid": pid, **_wait(reap, pid, request["timeout"], kill=True)}
+        elif op == "poll":
+            answer = {"rc": reap(request["pid"], block=False)}
+        else:  # wait
+            answer = _wait(reap, request["pid"], request["timeout"], kill=False)
+        print(json.dumps(answer), file=protocol_out, flush=True)
+
+
+def _wait(reap, pid: int, timeout: float | None, kill: bool) -> dict:
+    """The child's exit code, or on timeout (killing it when `kill`) {"rc": None, "timeout": True}."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while (rc := reap(pid, block=False)) is None:
+        if deadline is not None and time.monotonic() > deadline:
+            if not kill:
+                return {"rc": None, "timeout": True}
+            os.kill(pid, 9)
+            reap(pid, block=True)
+            return {"rc": -9, "timeout": True}
+        time.sleep(0.01)
+    return {"rc": rc, "timeout": False}
 
 
 # ----------------------------------------------------------------------------------------------- client side
@@ -107,7 +128,7 @@ class _Zygote:
         self.proc: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
         self.failed = False
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
 
     def start(self) -> bool:
         if self.proc is not None and self.proc.poll() is None:
@@ -133,18 +154,58 @@ class _Zygote:
             changed.discard("PYTHONPATH")
         return not any(k.upper().startswith(IMPORT_TIME_ENV) for k in changed)
 
+    def ask(self, request: dict) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
     def run(self, module: str, args: list[str], env: dict[str, str], cwd: str, timeout: float):
         with tempfile.TemporaryDirectory(prefix="idspam-zygote-") as tmp:
-            request = {"module": module, "args": list(args), "env": env, "cwd": cwd, "timeout": timeout,
-                       "stdout": f"{tmp}/out", "stderr": f"{tmp}/err"}
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
-            answer = json.loads(self.proc.stdout.readline())
+            answer = self.ask({"op": "run", "module": module, "args": list(args), "env": env, "cwd": cwd,
+                               "timeout": timeout, "stdout": f"{tmp}/out", "stderr": f"{tmp}/err"})
             out, err = Path(f"{tmp}/out").read_text(errors="replace"), Path(f"{tmp}/err").read_text(errors="replace")
         cmd = [sys.executable, "-m", module, *args]
         if answer["timeout"]:
             raise subprocess.TimeoutExpired(cmd, timeout, output=out, stderr=err)
         return subprocess.CompletedProcess(cmd, answer["rc"], out, err)
+
+
+class Forked:
+    """The part of `subprocess.Popen` the tests use, for a process forked from the zygote: pid, poll, wait,
+    send_signal, kill, communicate (its stdout and stderr, text)."""
+
+    def __init__(self, zygote: _Zygote, cmd: list[str], **request):
+        self.zygote, self.args, self.returncode = zygote, cmd, None
+        self.tmp = tempfile.TemporaryDirectory(prefix="idspam-zygote-")
+        self.out, self.err = f"{self.tmp.name}/out", f"{self.tmp.name}/err"
+        with zygote.lock:
+            self.pid = zygote.ask({"op": "spawn", **request, "stdout": self.out, "stderr": self.err})["pid"]
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            with self.zygote.lock:
+                self.returncode = self.zygote.ask({"op": "poll", "pid": self.pid})["rc"]
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            with self.zygote.lock:
+                answer = self.zygote.ask({"op": "wait", "pid": self.pid, "timeout": timeout})
+            if answer["timeout"]:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.returncode = answer["rc"]
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(9)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return Path(self.out).read_text(errors="replace"), Path(self.err).read_text(errors="replace")
 
 
 _ZYGOTE = _Zygote()
@@ -161,6 +222,21 @@ def run_module(module: str, *args: str, env: dict[str, str] | None = None, cwd: 
             return _ZYGOTE.run(module, list(args), env, cwd, timeout)
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=cwd)
+
+
+def start_module(module: str, *args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None):
+    """`subprocess.Popen([python, -m, module, *args], stdout=PIPE, stderr=PIPE, text=True)` forked from the zygote
+    where that is exact (see run_module): a `Forked` (pid, poll, wait, send_signal, kill, communicate), else the
+    Popen."""
+    env = dict(os.environ if env is None else env)
+    cwd = str(cwd or os.getcwd())
+    with _ZYGOTE.lock:
+        usable = _ZYGOTE.usable(env)
+    if usable:
+        return Forked(_ZYGOTE, [sys.executable, "-m", module, *args], module=module, args=list(args), env=env,
+                      cwd=cwd)
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=cwd)
 
 
 if __name__ == "__main__":
