@@ -19,7 +19,7 @@ getattr(importlib.import_module(module), function)(sys.argv[2:])
 """
 TOOLS = ["idspam.tools.report:main", "idspam.tools.predict:main", "idspam.tools.bench.main:main",
          "idspam.tools.params:main", "idspam.tools.protocol:main", "idspam.tools.cache:main",
-         "idspam.__main__:main"]
+         "idspam.tools.push:main", "idspam.__main__:main"]
 
 
 def run_blocked(entry: str, *args: str):
