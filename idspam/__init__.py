@@ -49,9 +49,9 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name in _HUB_NAMES:
-        from . import hub
+        from . import publish
 
-        return getattr(hub, name)
+        return getattr(publish, name)
     raise AttributeError(f"module 'idspam' has no attribute {name!r}")
 
 

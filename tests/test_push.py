@@ -9,6 +9,7 @@ import pytest
 
 import idspam.hub
 from idspam.errors import UserError
+from idspam.publish import push_adapter
 from idspam.tools import push
 
 
@@ -47,6 +48,6 @@ def test_push_without_the_network_fails_fast_with_one_line(tiny_run_adapter, mon
         assert exit_.value.code == 2 and time.monotonic() - start < 5
         assert err.count("\n") == 1 and "cannot push" in err and "me/tiny-idspam" in err
     with pytest.raises(UserError, match="repository id 'not a repo' is not valid"):
-        idspam.hub.push_adapter(tiny_run_adapter, "not a repo")
+        push_adapter(tiny_run_adapter, "not a repo")
     with pytest.raises(UserError, match="does not exist"):
-        idspam.hub.push_adapter(tiny_run_adapter.parent / "nowhere", "me/x")
+        push_adapter(tiny_run_adapter.parent / "nowhere", "me/x")

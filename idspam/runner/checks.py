@@ -25,7 +25,7 @@ from ..config import (
     TrainerConfig,
     typed,
 )
-from ..errors import UserError, check_choice
+from ..errors import UserError, check_choice, require_extra
 from ..heads import HEADS
 from ..methods import method_config
 from ..model import check_layer
@@ -63,6 +63,8 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.eval_tasks = check_eval_tasks(cfg.get("eval_tasks"), run.spec, run.data_dir)
     tasks.check_files(run.spec, run.task, run.data_dir)
     check_few_shot(cfg, run)
+    if any(str((node or {}).get("_target_", "")).endswith("WandbLogger") for node in run.loggers.values()):
+        require_extra("wandb", "logger=wandb")  # before any weights or data load
     run.cache_lower = cache_lower(cfg.get("cache_lower", False), run)
     return run
 

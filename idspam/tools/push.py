@@ -29,7 +29,7 @@ def parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..errors import UserError
-    from ..hub import push_adapter
+    from ..publish import push_adapter
 
     try:
         url = push_adapter(args.adapter, args.repo, private=args.private or None, revision=args.revision,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, missing_extra, require_extra
 from ..files import atomic_write_text
 from .paper import BEST_LAYERS, BEST_LAYERS_OF, GLUE_TASKS, PAPER, SUPERGLUE_TASKS, ZERO_SHOT_PAIRS
 
@@ -519,6 +519,8 @@ def report(sweeps: list[Path], out: Path | None = None, wandb_log: bool = False,
            formats: tuple[str, ...] = ("md", "csv")) -> dict:
     """Write report.md, report.csv (and report.json: `formats`) and the layer figures; returns what was
     written (`markdown`, `csv`, `json`: the paths of the files written) and the job counts."""
+    if wandb_log:
+        require_extra("wandb", "idspam-report --wandb")
     sweeps = [Path(s) for s in sweeps]
     jobs = [job for sweep in sweeps for job in read_sweep(sweep)]
     describe_unstarted(jobs)
@@ -527,7 +529,10 @@ def report(sweeps: list[Path], out: Path | None = None, wandb_log: bool = False,
     if reference is not None and reference not in PAPER_MODELS:
         raise UserError(f"reference={reference!r}: the paper reports {', '.join(sorted(PAPER_MODELS))}")
     tables = group_jobs(jobs, reference)
-    figures = layer_figures(tables, out, model_layers(jobs))
+    no_plot = missing_extra("plot", "idspam-report's layer figures")
+    if no_plot:  # the tables do not need matplotlib: they are written, the figures skipped with one line
+        print(f"note: {no_plot}; the figures are skipped", file=sys.stderr)
+    figures = [] if no_plot else layer_figures(tables, out, model_layers(jobs))
     body = csv_text(tables)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
