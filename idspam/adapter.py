@@ -148,6 +148,10 @@ def peft_usage(config: dict, run: RunConfig, backbone_config) -> str:
     if peft == "LORA":
         need = ""
         refusal = lora_head_mapping(run, backbone_config)
+        if run.head.type != "cls":
+            refusal = ("LoRA is PEFT's own method; this folder is its LoRA of the bare backbone (task_type null: "
+                       f"PEFT's auto classes would put it on a *ForCausalLM/*ForMaskedLM model, whose keys differ), "
+                       f"so load it on AutoModel; head={run.head.type} is read through idspam (above).")
         if refusal:
             return f"""
 With PEFT alone: {refusal}
