@@ -8,6 +8,7 @@ The library (the Hydra runner `idspam-run` trains through the same injection eng
 - `wrap(model, "idspam", layer=6, **options)`: the same, by method name.
 - `load_adapter(folder)`: a `Predictor` (`.predict(texts)`, `.logits(texts)`, `.generate(texts)`) for an
   adapter written by `idspam-run` (any format idspam wrote) or a PEFT sequence-classification adapter.
+- `push_adapter(folder, repo_id)`: upload a run's adapter folder with its model card to the hub (`idspam-push`).
 
 `import idspam` is light (no torch, no transformers): each name loads its module on first use. It registers
 the idspam methods with PEFT as soon as PEFT is imported (a post-import hook; at once if PEFT already is),
@@ -21,8 +22,9 @@ __version__ = "0.1.0"
 _PEFT_NAMES = {"IDSPAMConfig", "IDSPAMMeanPoolConfig", "LPTConfig", "LayerPromptTuningConfig", "LayerPTuningConfig",
                "PromptInjectionConfig", "PromptInjectionModel", "PEFT_MINOR"}
 _API_NAMES = {"wrap", "load_adapter", "Predictor"}
+_HUB_NAMES = {"push_adapter"}
 
-__all__ = sorted(_PEFT_NAMES | _API_NAMES | {"__version__"})
+__all__ = sorted(_PEFT_NAMES | _API_NAMES | _HUB_NAMES | {"__version__"})
 
 
 def _register_with_peft(_peft_module) -> None:
@@ -46,6 +48,10 @@ def __getattr__(name: str):
         from . import api
 
         return getattr(api, name)
+    if name in _HUB_NAMES:
+        from . import publish
+
+        return getattr(publish, name)
     raise AttributeError(f"module 'idspam' has no attribute {name!r}")
 
 

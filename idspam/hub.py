@@ -54,3 +54,4 @@ def load_with_hub_fallback(what: str, from_cache: Callable[[], T] | None, from_h
         reason = "HF_HUB_OFFLINE is set" if offline_mode() else f"the hub ({hub_endpoint()}) cannot be reached"
         raise UserError(f"cannot load {what}: it is not in the local cache and {reason}. {offline_hint}")
     return from_hub()
+

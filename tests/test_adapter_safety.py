@@ -102,6 +102,8 @@ def test_run_adapter_has_a_model_card_and_a_portable_base_name(tmp_path, capfd):
     accuracy = results["best"]["metrics"]["validation/accuracy"]
     assert f"| validation/accuracy | {accuracy:.4f} |" in card and "before layer" in card
     assert "idspam.load_adapter" in card and str(packaged) not in card
+    assert "AutoPeftModelForSequenceClassification.from_pretrained" in card  # the PEFT auto class, and what it needs
+    assert "import idspam  # registers idspam's PEFT types: PEFT cannot resolve peft_type IDSPAM without it" in card
 
     capfd.readouterr()
     idspam.load_adapter(adapter)  # the packaged MiniLM from_pretrained: no load bar, no "newly initialized" table

@@ -224,9 +224,11 @@ def run_adapter(tmp_path_factory):
     return out / "adapter", results, model
 
 
-def test_run_adapter_is_peft_and_predicts_as_the_run_evaluated(run_adapter, minilm_path, tokenizer):
-    from peft import PeftModel
-    from transformers import AutoModel
+def test_run_adapter_is_peft_and_predicts_as_the_run_evaluated(run_adapter, minilm_path, tokenizer, tmp_path):
+    import shutil
+
+    from peft import AutoPeftModelForSequenceClassification, PeftModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     adapter, results, run_model = run_adapter
     assert sorted(p.name for p in adapter.iterdir() if not p.name.startswith("README")) == [
@@ -246,6 +248,21 @@ def test_run_adapter_is_peft_and_predicts_as_the_run_evaluated(run_adapter, mini
     batch = {k: v for k, v in next(predictor.batches([r["sentence"] for r in dev[:8]])).items() if k != "labels"}
     with torch.no_grad():
         assert torch.allclose(peft_model(**batch).last_hidden_state, predictor.model.hidden_states(batch), atol=1e-6)
+
+    # PEFT's auto class, and PeftModel on the *ForSequenceClassification base, give the run's own logits (BERT's
+    # pooler bypassed: the run's head is the classifier); offline the base is named as the local packaged folder
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS"
+    assert config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    local = tmp_path / "adapter"
+    shutil.copytree(adapter, local)
+    (local / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": str(minilm_path)}))
+    expected = predictor.logits([r["sentence"] for r in dev[:8]])
+    for model in (AutoPeftModelForSequenceClassification.from_pretrained(str(local)),
+                  PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(minilm_path),
+                                            str(adapter))):
+        with torch.no_grad():
+            assert torch.allclose(model.eval()(**batch).logits, expected, atol=1e-5)
 
 
 def test_old_format_adapter_still_loads(run_adapter, tmp_path):
@@ -284,9 +301,12 @@ def peft_only(adapter, tmp_path):
 
 @pytest.mark.parametrize("method", ["lora", "lpt", "smop"])
 def test_adapter_format_per_method(method, compose_cfg, tmp_path):
-    """LoRA and LPT runs write PEFT folders, SMoP the project's own format; each reloads with the run's numbers."""
+    """LoRA and LPT runs write PEFT folders, SMoP the project's own format; each reloads with the run's numbers.
+    The LoRA run (head.dense=true: RoBERTa's classification head exactly) and the LPT run load through PEFT's
+    auto class with the run's logits."""
+    dense = ["head.dense=true"] if method == "lora" else []
     results, run_model = train_capturing_the_model(compose_cfg(
-        "model=tiny", "trainer.max_epochs=1", "logger=none", "task.max_train_samples=32", f"method={method}"))
+        "model=tiny", "trainer.max_epochs=1", "logger=none", "task.max_train_samples=32", f"method={method}", *dense))
     adapter = tmp_path / "adapter"
     names = sorted(p.name for p in adapter.iterdir() if not p.name.startswith("README"))
     if method == "smop":
@@ -302,6 +322,37 @@ def test_adapter_format_per_method(method, compose_cfg, tmp_path):
     accuracy = sum(p["prediction"] == r["label"] for p, r in zip(predictions, dev, strict=True)) / len(dev)
     assert accuracy == pytest.approx(results["best"]["metrics"]["validation/accuracy"], abs=1e-6)
     same_logits_as_the_run(predictor, run_model, [r["sentence"] for r in dev])
+    if method != "smop":
+        loads_through_peft_with_the_runs_logits(adapter, run_model, predictor, [r["sentence"] for r in dev[:6]],
+                                                tmp_path)
+
+
+def loads_through_peft_with_the_runs_logits(adapter, run_model, predictor, texts, tmp_path):
+    """The tiny run's random backbone saved as a *ForSequenceClassification base folder; the adapter (named onto
+    it) through AutoPeftModelForSequenceClassification and PeftModel.from_pretrained gives the run's logits."""
+    import shutil
+
+    from peft import AutoPeftModelForSequenceClassification, PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    expected = predictor.logits(texts)
+    backbone = run_model.engine.base
+    if hasattr(run_model.method, "peft_model"):
+        backbone = run_model.method.peft_model.unload()  # LoRA: the backbone without its LoRA layers
+    base = AutoModelForSequenceClassification.from_config(backbone.config)
+    base.base_model.load_state_dict(backbone.state_dict(), strict=False)
+    base.save_pretrained(tmp_path / "base")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS"
+    local = tmp_path / "named"
+    shutil.copytree(adapter, local)
+    (local / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": str(tmp_path / "base")}))
+    batch = {k: v for k, v in next(predictor.batches(texts)).items() if k != "labels"}
+    for model in (AutoPeftModelForSequenceClassification.from_pretrained(str(local)),
+                  PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(tmp_path / "base"),
+                                            str(adapter))):
+        with torch.no_grad():
+            assert torch.allclose(model.eval()(**batch).logits, expected, atol=1e-5)
 
 
 def test_readme_python_example_runs_as_written(tmp_path):

@@ -125,6 +125,12 @@ def forward_stop_signals() -> None:
 
 
 def main() -> None:
+    from ..errors import missing_extra
+
+    missing = missing_extra("runner", "idspam-run")
+    if missing:  # the library alone is installed: one line, not an ImportError traceback
+        print(f"error: {missing}", file=sys.stderr)
+        sys.exit(2)
     from .compose import CONFIG_PATH, check_group_choices, check_overrides, register
 
     if any(a in ("--help", "-h") for a in sys.argv[1:]):

@@ -25,7 +25,7 @@ from ..config import (
     TrainerConfig,
     typed,
 )
-from ..errors import UserError, check_choice
+from ..errors import UserError, check_choice, require_extra
 from ..heads import HEADS
 from ..methods import method_config
 from ..model import check_layer
@@ -65,6 +65,8 @@ def validate(cfg: DictConfig) -> RunConfig:
     check_few_shot(cfg, run)
     if is_fsdp(run.trainer):
         check_fsdp(run, cfg.get("cache_lower", False))
+    if any(str((node or {}).get("_target_", "")).endswith("WandbLogger") for node in run.loggers.values()):
+        require_extra("wandb", "logger=wandb")  # before any weights or data load
     run.cache_lower = cache_lower(cfg.get("cache_lower", False), run)
     return run
 

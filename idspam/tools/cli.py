@@ -18,6 +18,7 @@ TOOLS = {
     "protocol": ("idspam.tools.protocol", "the reproduction protocol: tuned learning rates, the claim table with "
                                           "intervals"),
     "cache": ("idspam.tools.cache", "list or remove the on-disk caches (tokenised data, lower-stack caches)"),
+    "push": ("idspam.tools.push", "upload a run's adapter folder (PEFT files, model card) to the Hugging Face hub"),
 }
 
 

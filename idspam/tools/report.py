@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, missing_extra, require_extra
 from ..files import atomic_write_text
 from .paper import BEST_LAYERS, BEST_LAYERS_OF, GLUE_TASKS, PAPER, SUPERGLUE_TASKS, ZERO_SHOT_PAIRS
 
@@ -49,6 +49,7 @@ class Job:
     method: str | None = None
     layer: int | None = None
     seed: int | None = None
+    budget: str | None = None  # the training budget ("5 epochs, 64 train samples"), from the job's config
     metrics: dict[str, str] = field(default_factory=dict)  # column -> metric name
     values: dict[str, float] = field(default_factory=dict)  # column -> score (percent) or count
 
@@ -154,10 +155,30 @@ def run_info(results: dict) -> dict | None:
     if "method" not in results:
         return None
     config = results.get("config") or {}
+
+    def get(key):
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
     return {"experiment": results.get("experiment"), "model": results.get("model"), "method": results.get("method"),
             "task": results.get("task"), "layer": results.get("layer"), "seed": results.get("seed"),
             "eval_tasks": results.get("eval_tasks") or [], "count_only": bool(results.get("count_only")),
-            "source_task": (results.get("source") or {}).get("task") or _name(config.get("source_task"))}
+            "source_task": (results.get("source") or {}).get("task") or _name(config.get("source_task")),
+            "budget": budget_text(get)}
+
+
+def budget_text(get) -> str | None:
+    """The training budget of a job's config ("5 epochs, 64 train samples", "300 steps"); None if unknown."""
+    steps, epochs, samples = get("trainer.max_steps"), get("trainer.max_epochs"), get("task.max_train_samples")
+    if isinstance(steps, int) and steps > 0:
+        text = f"{steps} steps"
+    elif isinstance(epochs, int):
+        text = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    else:
+        return None
+    return text + (f", {samples} train samples" if isinstance(samples, int) else "")
 
 
 def saved_config_info(job_dir: Path) -> dict | None:
@@ -186,7 +207,7 @@ def config_info(cfg) -> dict:
     return {"experiment": get("experiment_name"), "model": get("model.name"), "method": get("method.name"),
             "task": get("task.name"), "layer": get("layer") if layer is None else layer, "seed": get("seed"),
             "eval_tasks": list(get("eval_tasks") or []), "count_only": bool(get("count_only")),
-            "source_task": get("source_task.name")}
+            "source_task": get("source_task.name"), "budget": budget_text(get)}
 
 
 def _name(node) -> str | None:
@@ -197,6 +218,7 @@ def describe(job: Job, run: dict) -> None:
     """Fill in what the job ran and which table columns it reports."""
     job.experiment, job.model, job.method = run["experiment"], run["model"], run["method"]
     job.layer, job.seed, task = run["layer"], run["seed"], run["task"]
+    job.budget = run.get("budget")
     if run["count_only"]:
         job.metrics["parameters"] = "trainable parameters (no head)"
         return
@@ -402,8 +424,9 @@ def json_text(tables, jobs: list[Job], reference: str | None = None) -> str:
 FORMATS = {"md": "report.md", "csv": "report.csv", "json": "report.json"}  # --format value -> file
 
 
-def layer_figures(tables, out: Path, num_layers: dict[str, int]) -> list[Path]:
-    """One figure per (experiment, model) where some method ran at several layers: metric against layer."""
+def layer_figures(tables, out: Path, num_layers: dict[str, int], budgets: dict | None = None) -> list[Path]:
+    """One figure per (experiment, model) where some method ran at several layers: metric against layer. The title
+    names the training budget of the jobs behind it (`budgets`: (experiment, model) -> the jobs' budget texts)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -454,8 +477,10 @@ def layer_figures(tables, out: Path, num_layers: dict[str, int]) -> list[Path]:
         spread = "mean ± std over seeds" if seeds[-1] > 1 else "one seed, no spread"
         ax.set_ylabel(f"dev {' / '.join(metrics) or 'metric'} (%), {spread}")
         per_point = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-        ax.set_title(f"{experiment or 'layer sweep'}: {', '.join(columns)} on {model}; {per_point} seed(s) per point",
-                     fontsize=10)
+        budget = sorted((budgets or {}).get((experiment, model)) or [])
+        budget = f"\nbudget: {' / '.join(budget)}" if budget else ""
+        ax.set_title(f"{experiment or 'layer sweep'}: {', '.join(columns)} on {model}; {per_point} seed(s) per point"
+                     f"{budget}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -519,6 +544,8 @@ def report(sweeps: list[Path], out: Path | None = None, wandb_log: bool = False,
            formats: tuple[str, ...] = ("md", "csv")) -> dict:
     """Write report.md, report.csv (and report.json: `formats`) and the layer figures; returns what was
     written (`markdown`, `csv`, `json`: the paths of the files written) and the job counts."""
+    if wandb_log:
+        require_extra("wandb", "idspam-report --wandb")
     sweeps = [Path(s) for s in sweeps]
     jobs = [job for sweep in sweeps for job in read_sweep(sweep)]
     describe_unstarted(jobs)
@@ -527,7 +554,14 @@ def report(sweeps: list[Path], out: Path | None = None, wandb_log: bool = False,
     if reference is not None and reference not in PAPER_MODELS:
         raise UserError(f"reference={reference!r}: the paper reports {', '.join(sorted(PAPER_MODELS))}")
     tables = group_jobs(jobs, reference)
-    figures = layer_figures(tables, out, model_layers(jobs))
+    no_plot = missing_extra("plot", "idspam-report's layer figures")
+    if no_plot:  # the tables do not need matplotlib: they are written, the figures skipped with one line
+        print(f"note: {no_plot}; the figures are skipped", file=sys.stderr)
+    budgets = defaultdict(set)
+    for job in jobs:
+        if job.status == "finished" and job.budget:
+            budgets[(job.experiment, job.model)].add(job.budget)
+    figures = [] if no_plot else layer_figures(tables, out, model_layers(jobs), budgets)
     body = csv_text(tables)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:

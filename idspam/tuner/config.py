@@ -30,12 +30,18 @@ class PromptInjectionConfig(PeftConfig):
     prompt_positions: rotary decoders: the prompt's position ids, -t..-1 ("before") or 0 ("zero").
     modules_to_save: modules trained and saved besides the prompt (PEFT's option; on
         sequence classification PEFT adds the model's classifier itself).
+    head: a run's trained head (`head=cls`), as a run's adapter carries it: {"module": "classifier" or
+        "score", "num_labels", "dropout", "dense", "read_at": "first" or "last"}. On a
+        `*ForSequenceClassification` model the tuner puts this head in place of the model's classification
+        path (the `module` it replaces; pooler, pre-classifier and the model's own pooling are bypassed), so
+        the logits are the run's. None (the default): the model's own classifier.
     """
 
     layer: int | None = None
     backbone_mode: str = "eval"
     prompt_positions: str = "before"
     modules_to_save: list[str] | None = None
+    head: dict | None = None
 
     method_name = ""  # class attribute (not a field): the idspam.methods name
 
@@ -54,6 +60,8 @@ class PromptInjectionConfig(PeftConfig):
         check_choice("prompt_positions", self.prompt_positions, PROMPT_POSITIONS)
         if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
             raise UserError(f"layer={self.layer!r} must be a layer index, 0 or more (the layer m the prompt enters)")
+        if self.head is not None:
+            check_head(self.head)
         names = {f.name for f in fields(method_cls)} - {"name", "lr"}
         # the method's own checks, with its own messages; kept (not a dataclass field: never saved)
         self._method = method_cls(name=self.method_name, **{k: getattr(self, k) for k in names})
@@ -61,6 +69,19 @@ class PromptInjectionConfig(PeftConfig):
     def method_config(self) -> MethodConfig:
         """The `idspam.methods` config these options describe (checked when this config was made)."""
         return self._method
+
+
+HEAD_KEYS = ("module", "num_labels", "dropout", "dense", "read_at")
+
+
+def check_head(head: dict) -> None:
+    """One line for a `head` that is not the form a run's adapter writes."""
+    if not isinstance(head, dict) or sorted(head) != sorted(HEAD_KEYS):
+        raise UserError(f"head={head!r} must be a dict with the keys {', '.join(HEAD_KEYS)} (a run's head=cls)")
+    check_choice("head.module", head["module"], ("classifier", "score"))
+    check_choice("head.read_at", head["read_at"], ("first", "last"))
+    if not isinstance(head["num_labels"], int) or head["num_labels"] < 1:
+        raise UserError(f"head.num_labels={head['num_labels']!r} must be a positive int")
 
 
 def _config_class(method: str, class_name: str, doc: str) -> type[PromptInjectionConfig]:

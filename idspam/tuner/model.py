@@ -5,14 +5,18 @@ PEFT hooks (trainable parameters, adapter names in saved keys, unload) that a pr
 from __future__ import annotations
 
 import contextlib
+import types
 
 import torch
 from peft import PeftConfig
 from peft.tuners.tuners_utils import BaseTuner
+from peft.utils import AuxiliaryTrainingWrapper
 from peft.utils.other import set_additional_trainable_modules
 from torch import nn
 
 from ..errors import UserError
+from ..heads import ClassificationHead, read_positions
+from ..injection import gather_positions
 from .config import PromptInjectionConfig
 from .layer import ATTRIBUTE, PromptInjectionLayer, _attach, _detach, backbone_of
 
@@ -52,6 +56,8 @@ class PromptInjectionModel(BaseTuner):
         backbone = backbone_of(model)
         layer = _attach(backbone, config.prompt_positions)
         layer.update_layer(adapter_name, config)
+        if config.head is not None and model is not backbone:
+            install_head(model, backbone, config.head)  # before PEFT wraps the classifier (modules_to_save)
         self.targeted_module_names.append(ATTRIBUTE)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
         self._mark_only_adapters_as_trainable(model)
@@ -78,13 +84,22 @@ class PromptInjectionModel(BaseTuner):
         """Freeze everything but the prompt methods (whose requires_grad `set_adapter` sets) and PEFT's auxiliary
         modules (modules_to_save, which manage their own). PEFT's version reads `config.bias` as LoRA's option,
         which LPT's `bias` (a bool) is not."""
-        from peft.utils import AuxiliaryTrainingWrapper
-
         aux = [name + "." for name, m in model.named_modules() if isinstance(m, AuxiliaryTrainingWrapper)]
         for name, param in model.named_parameters():
             if f".{ATTRIBUTE}.idspam_prompt." in f".{name}" or any(name.startswith(a) for a in aux):
                 continue
             param.requires_grad = False
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        """The prompt's keys name the layer where it sat when saved (`base_model.model.idspam_injection...` on a
+        bare backbone, `base_model.model.bert.idspam_injection...` on a BertForSequenceClassification): they
+        are moved to where the layer sits in this model, so one folder loads onto either."""
+        here = next((name for name, m in model.named_modules() if isinstance(m, PromptInjectionLayer)), None)
+        if here is not None:
+            marker = f"{ATTRIBUTE}."
+            state_dict = {(here + "." + k.split(marker, 1)[1] if marker in k else k): v for k, v in state_dict.items()}
+        return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
 
     @classmethod
     def _get_learnable_bias_state_dict(cls, model, state_dict, config) -> dict:
@@ -112,6 +127,7 @@ class PromptInjectionModel(BaseTuner):
     def unload(self) -> nn.Module:
         """The base model without the prompt layer, its forward restored."""
         _detach(backbone_of(self.model))
+        self.model.__dict__.pop("forward", None)  # a run head's forward (install_head); the head module stays
         return self.model
 
     def delete_adapter(self, adapter_name: str) -> None:
@@ -119,3 +135,55 @@ class PromptInjectionModel(BaseTuner):
         layer = getattr(backbone_of(self.model), ATTRIBUTE, None)
         if layer is not None and not layer.idspam_prompt:
             _detach(backbone_of(self.model))
+
+
+class RunHead(ClassificationHead):
+    """A run's `head=cls` as a `*ForSequenceClassification` model's classifier: called with the backbone's final
+    hidden states and the attention mask (the position it reads: the first token, or the last real one)."""
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.readout(gather_positions(hidden, read_positions({"input_ids": hidden[..., 0],
+                                                                     "attention_mask": attention_mask}, self.read_at)))
+
+
+def install_head(model: nn.Module, backbone: nn.Module, head: dict) -> None:
+    """Put the run's head in place of the model's classification path: `model.<head["module"]>` becomes a
+    RunHead (which PEFT then wraps and loads as modules_to_save), and the model's forward runs the backbone
+    (through the prompt layer) and that head, nothing else: BERT's pooler, DistilBERT's pre-classifier or a
+    decoder's pad-token pooling are not part of the run's head."""
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    name = head["module"]
+    current = getattr(model, name, None)
+    if isinstance(current, AuxiliaryTrainingWrapper) or isinstance(current, RunHead):
+        return  # already installed (a second adapter)
+    if not isinstance(current, nn.Module):
+        raise UserError(f"this {type(model).__name__} has no {name!r} module for the adapter's head; the adapter "
+                        f"was saved from a model whose classifier is {name!r}")
+    hidden_size = backbone.config.hidden_size
+    run_head = RunHead(hidden_size, head["num_labels"], head["dropout"], head["dense"], head["read_at"])
+    weight = next(current.parameters(), None)
+    if weight is not None:
+        run_head.to(device=weight.device)
+    setattr(model, name, run_head)
+    model.config.num_labels = head["num_labels"]
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        for key in ("output_attentions", "output_hidden_states", "return_dict", "inputs_embeds"):
+            if kwargs.get(key) is None:
+                kwargs.pop(key, None)
+        if attention_mask is None and input_ids is not None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        logits = getattr(self, name)(hidden, attention_mask)
+        loss = None
+        if labels is not None:
+            if head["num_labels"] == 1:
+                loss = nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits.float(), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    model.forward = types.MethodType(forward, model)
