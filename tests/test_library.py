@@ -355,6 +355,45 @@ def loads_through_peft_with_the_runs_logits(adapter, run_model, predictor, texts
             assert torch.allclose(model.eval()(**batch).logits, expected, atol=1e-5)
 
 
+def test_decoder_lm_run_adapter_loads_through_peft_causal_lm_auto_class(compose_cfg, tmp_path):
+    """A head=lm run on a tiny GPT-2 writes a CAUSAL_LM adapter: AutoPeftModelForCausalLM (base named onto the run's
+    random backbone saved as a GPT2LMHeadModel folder) and PeftModel.from_pretrained on AutoModelForCausalLM give
+    next-token logits whose label-word columns at the last real token are the run's class logits."""
+    import shutil
+
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    results, run_model = train_capturing_the_model(compose_cfg(
+        "model=tiny_gpt2", "head=lm", "model.padding_side=left", "trainer.max_epochs=1", "logger=none",
+        "task.max_train_samples=16", "task.max_eval_samples=8"))
+    adapter = tmp_path / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["task_type"] == "CAUSAL_LM" and config["peft_type"] == "IDSPAM"
+    assert "AutoPeftModelForCausalLM" in (adapter / "README.md").read_text()
+    predictor = idspam.load_adapter(adapter)
+    texts = [r["sentence"] for r in demo_rows("dev", 6)] + ["dull"]  # different lengths: left padding matters
+    expected = predictor.logits(texts)
+    base = AutoModelForCausalLM.from_config(run_model.engine.base.config)
+    missing = base.base_model.load_state_dict(run_model.engine.base.state_dict(), strict=False)
+    assert not missing.unexpected_keys and torch.equal(base.lm_head.weight, run_model.head.lm_head.weight)
+    base.save_pretrained(tmp_path / "base")
+    named = tmp_path / "named"
+    shutil.copytree(adapter, named)
+    (named / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": str(tmp_path / "base")}))
+    batch = {k: v for k, v in next(predictor.batches(texts)).items() if k != "labels"}
+    assert not batch["attention_mask"].all()
+    words = run_model.head.label_word_ids
+    for model in (AutoPeftModelForCausalLM.from_pretrained(str(named)),
+                  PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), str(adapter))):
+        with torch.no_grad():
+            logits = model.eval()(**batch).logits
+        assert logits.shape[:2] == batch["input_ids"].shape
+        assert torch.allclose(logits[:, -1, words], expected, atol=1e-5)
+        with torch.no_grad(), model.disable_adapter():  # the prompt is what makes them the run's
+            assert not torch.allclose(model(**batch).logits[:, -1, words], expected, atol=1e-3)
+
+
 def test_readme_python_example_runs_as_written(tmp_path):
     """The complete example of the docs' "Use it from Python" page, run as a script in an empty folder."""
     import os
