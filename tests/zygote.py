@@ -19,6 +19,7 @@ thread), prints "ready", then serves one JSON request per line on stdin, answeri
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -136,7 +137,9 @@ class _Zygote:
         if self.failed:
             return False
         self.env = dict(os.environ)
-        log = open(Path(tempfile.gettempdir()) / f"idspam-zygote-{os.getpid()}.log", "w")
+        self.log = Path(tempfile.gettempdir()) / f"idspam-zygote-{os.getpid()}.log"
+        log = open(self.log, "w")
+        atexit.register(self.stop)
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.zygote"], cwd=ROOT, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=log, text=True, env=self.env)
         ready = json.loads(self.proc.stdout.readline() or '{"ready": false}')
@@ -145,6 +148,16 @@ class _Zygote:
             self.proc.kill()
             return False
         return True
+
+    def stop(self) -> None:
+        """At the test worker's exit: end the zygote (it reads EOF) and remove its log."""
+        if self.proc is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.unlink(missing_ok=True)
 
     def usable(self, env: dict[str, str]) -> bool:
         if os.environ.get("IDSPAM_TEST_FRESH") == "1" or not self.start():
