@@ -63,33 +63,34 @@ def test_engine_equals_the_quantized_hugging_face_model(name, quantization, side
 
 # the other decoder families of tests/tiny_decoders.py at 64 wide (bitsandbytes' 4-bit CPU blocks), 4 layers, with
 # their sliding windows (4) shorter than the rows, Gemma2's attention softcap; Llama and GPT-2 are above
-WIDE_FAMILY = dict(vocab_size=200, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4)
+WIDE_FAMILY = dict(vocab_size=200, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4)
 
 
 @pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral", "gemma", "gemma2"])
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_every_decoder_family_in_nf4_equals_the_quantized_hugging_face_model(family, side):
+def test_every_decoder_family_in_nf4_equals_the_quantized_hugging_face_model(family):
     from idspam.backbone import load_backbone, load_config
 
     from .tiny_decoders import FAMILIES
 
     arch = {**FAMILIES[family], **WIDE_FAMILY}
     if "layer_types" in arch:
-        arch["layer_types"] = ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]
+        arch["layer_types"] = ["sliding_attention", "full_attention", "sliding_attention"]
     if "head_dim" in arch:
         arch["head_dim"] = 16
+    arch["num_key_value_heads"] = 2  # 4-bit CPU kernels take output widths in blocks of 32
     cfg = replace(model_cfg("tiny_llama"), name=f"tiny_{family}", quantization="nf4", arch=arch,
                   attn_implementation="eager")
     config = load_config(cfg)
     torch.manual_seed(0)
     backbone = load_backbone(cfg, config)
     assert backbone.base.config.model_type == family
-    engine_equals_hugging_face(backbone.base.eval(), "nf4", side, positions=True)
+    for side in ("right", "left"):
+        engine_equals_hugging_face(backbone.base.eval(), "nf4", side, positions=True, layers=(1,))  # CPU 4-bit: slow
 
 
-def engine_equals_hugging_face(base, quantization: str, side: str, positions: bool) -> None:
-    """The engine's lower/upper stacks on a quantized backbone equal its own forward on the real tokens, at m = 0
-    and 2, with no prompt, a zero-mask prompt and the pruned last layer; a live prompt changes them."""
+def engine_equals_hugging_face(base, quantization: str, side: str, positions: bool, layers=(0, 2)) -> None:
+    """The engine's lower/upper stacks on a quantized backbone equal its own forward on the real tokens, at each m of
+    `layers`, with no prompt, a zero-mask prompt and the pruned last layer; a live prompt changes them."""
     from idspam.injection import InjectionEngine, real_positions
 
     kind = "Linear4bit" if quantization != "int8" else "Linear8bitLt"
@@ -100,7 +101,7 @@ def engine_equals_hugging_face(base, quantization: str, side: str, positions: bo
         ref = base(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
     engine = InjectionEngine(base)
     real = mask.bool()
-    for m in (0, 2):
+    for m in layers:
         with torch.no_grad():
             states = engine.lower(ids, mask, m)
             plain = engine.upper(states.hidden, mask, m)
