@@ -114,7 +114,7 @@ def test_killed_before_the_adapter_is_in_place_the_run_is_not_finished(compose_c
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_earlier_checkpoint(compose_cfg, tmp_path, monkeypatch):
-    """ENOSPC simulated on the second epoch's last.ckpt (a tmpfs mount needs privileges a test does not have):
+    """ENOSPC simulated on the second epoch's last.ckpt (test_full_disk.py does it on a real small tmpfs, as root):
     the defect was a torch RuntimeError, the run marked failed, and resume=auto deleting the earlier valid
     last.ckpt to train from scratch."""
     import errno

@@ -38,6 +38,7 @@ publish their rows and meet at a barrier at the end of every epoch (`TuningModul
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -52,8 +53,8 @@ import torch
 
 from .. import tasks
 from ..backbone import DTYPES
-from ..errors import UserError
-from ..files import digest
+from ..errors import DiskFull, UserError, disk_full, no_space
+from ..files import atomic_write, digest
 from ..injection import LowerStates
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,25 @@ log = logging.getLogger(__name__)
 MAGIC = 0x1D5BA7C0FFEE1234
 RAW = {4: np.int32, 2: np.int16}  # the files hold raw bits; torch views them as the storage dtype
 FORMAT = 2  # of the on-disk layout; part of the key
+
+
+def reserve(fd: int, size: int) -> None:
+    """Give the open file `size` bytes with its blocks allocated (posix_fallocate): ENOSPC now if they do not
+    fit. Where the file system cannot allocate (or there is no posix_fallocate) the file is made sparse, after
+    a check of the free space."""
+    if size > 0:
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except AttributeError:  # no posix_fallocate (macOS)
+            pass
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+                raise
+        st = os.fstatvfs(fd)
+        if st.f_bavail * st.f_frsize < size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    os.ftruncate(fd, size)
 
 
 class CachedLowerStates(LowerStates):
@@ -147,20 +167,31 @@ class LowerCache:
         self._finalizer = weakref.finalize(self, LowerCache._close, self._flush_args(), self._lock_fd, self._journal)
 
     def _create(self, folder: Path, meta: dict) -> None:
-        for part in self.parts:  # sparse preallocation: no bytes written until rows arrive
-            tmp = folder / f".{part}.bin.tmp"
-            with open(tmp, "wb") as f:
-                f.truncate(self.tokens * self.hidden_size * self.dtype.itemsize)
-            os.replace(tmp, folder / f"{part}.bin")
-        np.save(folder / ".lengths.tmp.npy", self.lengths)
-        os.replace(folder / ".lengths.tmp.npy", folder / "lengths.npy")
+        """The layout: every data file's blocks reserved now (a full disk is one line here, before any row is
+        written; a write into a sparse memory map would die by SIGBUS instead). meta.json, the marker of a
+        complete layout, goes first and comes back last, so a layout half-created (a kill, a full disk) is
+        never trusted: the next run creates it again."""
+        (folder / "meta.json").unlink(missing_ok=True)
         (folder / "rows.log").unlink(missing_ok=True)  # a journal of an older, unfinished layout
-        info = {**meta, "format": FORMAT, "rows": len(self.lengths), "tokens": self.tokens,
-                "hidden_size": self.hidden_size, "dtype": str(self.dtype).removeprefix("torch."),
-                "parts": list(self.parts), "bytes": self.tokens * self.bytes_per_token, "created": time.time()}
-        tmp = folder / ".meta.json.tmp"
-        tmp.write_text(json.dumps(info, indent=1, default=str))
-        os.replace(tmp, folder / "meta.json")  # last: the marker of a complete layout
+        size = self.tokens * self.hidden_size * self.dtype.itemsize
+        path = folder / "meta.json"
+        try:
+            for part in self.parts:
+                path = folder / f"{part}.bin"
+                atomic_write(path, lambda f: reserve(f.fileno(), size))
+            path = folder / "lengths.npy"
+            atomic_write(path, lambda f: np.save(f, self.lengths))
+            info = {**meta, "format": FORMAT, "rows": len(self.lengths), "tokens": self.tokens,
+                    "hidden_size": self.hidden_size, "dtype": str(self.dtype).removeprefix("torch."),
+                    "parts": list(self.parts), "bytes": self.tokens * self.bytes_per_token, "created": time.time()}
+            path = folder / "meta.json"
+            atomic_write(path, lambda f: f.write(json.dumps(info, indent=1, default=str).encode()))
+        except (OSError, DiskFull) as e:
+            if not no_space(e):
+                raise
+            for name in (*(f"{p}.bin" for p in self.parts), "lengths.npy"):  # give the space back
+                (folder / name).unlink(missing_ok=True)
+            raise disk_full(path, e, need=self.tokens * self.bytes_per_token) from None
 
     def _damaged(self, folder: Path) -> str | None:
         """What is wrong with a cache folder of this layout (unreadable meta.json or lengths.npy, a data file
@@ -212,10 +243,10 @@ class LowerCache:
 
     def _flush_args(self) -> dict:
         return {"memmaps": getattr(self, "memmaps", {}), "journal": getattr(self, "_journal", None),
-                "pending": self._pending}
+                "pending": self._pending, "path": self.folder / "rows.log" if self.folder else None}
 
     @staticmethod
-    def _publish(memmaps: dict, journal: int | None, pending: list) -> None:
+    def _publish(memmaps: dict, journal: int | None, pending: list, path: Path | None = None) -> None:
         if not pending or journal is None:
             pending.clear()
             return
@@ -230,6 +261,11 @@ class LowerCache:
                 os.write(journal, b"\0" * (16 - torn))
             os.write(journal, records)
             os.fsync(journal)
+        except OSError as e:
+            if no_space(e):  # the rows stay unpublished (a torn record fails its check): computed again later
+                pending.clear()
+                raise disk_full(path, e) from None
+            raise
         finally:
             fcntl.flock(journal, fcntl.LOCK_UN)
         pending.clear()
