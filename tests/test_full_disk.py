@@ -126,6 +126,7 @@ def test_a_lower_cache_that_does_not_fit_a_real_small_disk(tmp_path):
 RUN = ["model=tiny", "task.max_train_samples=32", "task.max_eval_samples=16", "logger=none"]
 
 
+@pytest.mark.slow  # two short trainings: about 15 s on the 2-core machine
 def test_a_full_run_dir_keeps_the_earlier_checkpoint_and_resumes(compose_cfg, tmp_path, monkeypatch):
     """The run dir on a tmpfs filled up after the first epoch's last.ckpt: the second epoch's checkpoint gets a
     real ENOSPC through torch.save."""
@@ -177,23 +178,39 @@ def test_a_full_tokenised_cache_is_one_line(compose_cfg, tmp_path, tiny_backbone
         assert not list((fs / "cache" / "tokenized").iterdir())  # no temp folder left behind
 
 
-def test_a_lower_cache_too_big_for_its_disk_stops_the_run_as_interrupted(tmp_path):
-    """Through the command line: exit 2, one error line naming hidden.bin, the run interrupted (resumable)."""
+LOWER = [*RUN, "task.max_train_samples=128", "trainer.max_epochs=1", "cache_lower=true", "cache_lower_memory_gb=0"]
+LOWER_FS_KB = 96  # room for the tokenised splits (~40 KiB), not the training split's lower cache: 128 examples x
+                  # ~12 tokens x hidden 32 x 4 bytes (~190 KiB)
+
+
+def test_a_lower_cache_too_big_for_its_disk_stops_the_run_as_interrupted(compose_cfg, tmp_path):
+    from idspam.runner.train import train
+
+    with small_fs(tmp_path / "fs", LOWER_FS_KB) as fs:
+        run_dir = tmp_path / "run"
+        with pytest.raises(UserError) as e:
+            train(compose_cfg(*LOWER, f"cache_dir={fs / 'cache'}", f"paths.output_dir={run_dir}"))
+        (key,) = (fs / "cache" / "lower").iterdir()
+        assert str(e.value).startswith(f"no space left on device writing '{key / 'hidden.bin'}'")
+        assert "MB needed" in str(e.value) and "\n" not in str(e.value)
+        assert sorted(p.name for p in key.iterdir()) == [".create.lock", ".lock"]  # no layout to trust
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "interrupted" and record["error"].startswith("DiskFull: no space left on device")
+
+
+@pytest.mark.slow  # a process of its own (about 10 s with the zygote, more without)
+def test_a_lower_cache_too_big_for_its_disk_exits_2_with_one_line(tmp_path):
     from .zygote import run_module
 
-    with small_fs(tmp_path / "fs", 96) as fs:  # room for the tokenised splits (~40 KiB), not the lower cache's
-        run_dir = tmp_path / "run"                # 128 examples x ~12 tokens x 32 x 4 bytes (~190 KiB)
-        proc = run_module("idspam.run", *RUN, "task.max_train_samples=128", "trainer.max_epochs=1", "cache_lower=true",
-                          "cache_lower_memory_gb=0", f"cache_dir={fs / 'cache'}", f"hydra.run.dir={run_dir}",
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        files = {p.name for p in (fs / "cache" / "lower").iterdir()} if (fs / "cache" / "lower").is_dir() else set()
+    with small_fs(tmp_path / "fs", LOWER_FS_KB) as fs:
+        run_dir = tmp_path / "run"
+        proc = run_module("idspam.run", *LOWER, f"cache_dir={fs / 'cache'}", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no space left on device writing '" in errors[0], proc.stderr[-3000:]
     assert errors[0].split("'")[1].endswith("/hidden.bin") and str(fs / "cache" / "lower") in errors[0]
     assert "Traceback" not in proc.stderr
     assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
-    assert len(files) == 1  # the key's folder, with no layout in it (checked in the tests above)
 
 
 def test_reserve_allocates_exactly_the_size(tmp_path):
