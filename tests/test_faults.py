@@ -236,6 +236,57 @@ def test_a_full_disk_under_the_tokenised_cache_names_it(compose_cfg, tmp_path, m
     assert not list((tmp_path / "cache" / "tokenized").iterdir())  # no temp folder left behind
 
 
+def test_temp_folders_of_dead_tokenised_cache_writers_are_removed_and_live_ones_kept(compose_cfg, tmp_path,
+                                                                                    tiny_backbone):
+    """The defect: tokenized/.tmp-* folders of writers that died stayed for ever."""
+    import signal
+
+    from idspam.runner.checks import validate
+    from idspam.runner.data import WRITER_LOCK, tokenized_split
+    from idspam.text import Tokenize
+
+    root = tmp_path / "cache" / "tokenized"
+    root.mkdir(parents=True)
+
+    def writer_folder(name):
+        folder = root / name
+        folder.mkdir()
+        (folder / "data-00000-of-00001.arrow").write_bytes(b"half")
+        return folder
+
+    # a writer killed with its lock: the kernel released it
+    dead = writer_folder(".tmp-dead")
+    holder = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+              "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
+    killed = subprocess.Popen([sys.executable, "-c", holder, str(dead / WRITER_LOCK)], stdout=subprocess.PIPE,
+                              text=True)
+    assert killed.stdout.readline().strip() == "locked"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    live = writer_folder(".tmp-live")  # another process writing now: its lock is held
+    writer = subprocess.Popen([sys.executable, "-c", holder, str(live / WRITER_LOCK)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        old = writer_folder(".tmp-old")  # no lock (an older version's writer), a day old
+        os.utime(old, (time.time() - 86400, time.time() - 86400))
+        writer_folder(".tmp-young")  # no lock yet, just created (between mkdtemp and its lock)
+        run = validate(compose_cfg("model=tiny", f"cache_dir={tmp_path / 'cache'}"))
+        tokenized_split(run, run.spec, "validation", Tokenize(tiny_backbone[1], 32))
+        left = sorted(p.name for p in root.iterdir())
+        assert left[:2] == [".tmp-live", ".tmp-young"] and len(left) == 3 and left[2].startswith("demo-validation-")
+        assert (live / "data-00000-of-00001.arrow").read_bytes() == b"half"  # untouched
+        assert not (root / left[2] / WRITER_LOCK).exists()  # the entry itself holds no lock file
+    finally:
+        writer.kill()
+        writer.wait()
+    from idspam.runner.data import clean_dead_writers
+
+    assert clean_dead_writers(root) == [".tmp-live"]  # its writer is gone now
+    assert clean_dead_writers(root, stale_hours=0) == [".tmp-young"]
+    assert not list(root.glob(".tmp-*"))
+
+
 @pytest.mark.parametrize("part", ["state.json", "arrow"])
 def test_a_corrupt_tokenised_cache_entry_is_rebuilt_saying_so(compose_cfg, tmp_path, tiny_backbone, caplog, part):
     from idspam.runner.checks import validate
