@@ -29,10 +29,18 @@ def default_mode(directory: bool = False) -> int:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call `write(f)` on a temporary file in the target's folder, fsync, then rename over the target: a
     reader (or a second writer) sees the old file or the new one, never a mix. On any failure the
-    temporary file is removed and the target is left as it was."""
+    temporary file is removed and the target is left as it was; a full disk is `DiskFull`, one line naming
+    the target."""
+    from .errors import DiskFull, disk_full, no_space
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        if no_space(e):
+            raise disk_full(path, e) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -40,8 +48,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, default_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if not isinstance(e, DiskFull) and no_space(e):
+            raise disk_full(path, e) from None
         raise
 
 

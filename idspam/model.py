@@ -205,6 +205,15 @@ def check_layer(layer: int, num_layers: int, model_name: str) -> None:
         )
 
 
+def meta_backbone(config) -> nn.Module:
+    """The bare backbone's module tree built from its config on the meta device: names and types, no weights,
+    no memory (the module tree PEFT injects into: `Backbone.base`)."""
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        return AutoModel.from_config(config)
+
+
 def check_backbone_fits(run: RunConfig, config) -> None:
     """Checks that need the backbone's config (not its weights): layer range, the method's hidden size, input
     length, head family."""
@@ -217,6 +226,13 @@ def check_backbone_fits(run: RunConfig, config) -> None:
                         "model.quantization=none, or a method that trains outside them (idspam, lpt, "
                         "prompt_tuning, lora as QLoRA, ...)")
     run.method.check_hidden(config.hidden_size)
+    if getattr(run.method, "target_modules", None):  # LoRA's module names, on the architecture without weights
+        try:
+            base = meta_backbone(config)
+        except Exception:  # noqa: BLE001 - an architecture AutoModel cannot build here: PEFT checks at attach
+            base = None
+        if base is not None:
+            run.method.check_targets(base)
     limit = max_positions(config)
     if limit and run.task.max_length > limit:
         raise UserError(f"task.max_length={run.task.max_length} is beyond the {limit} positions of model "

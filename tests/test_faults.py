@@ -83,6 +83,72 @@ def test_a_damaged_lower_cache_is_rebuilt_saying_so(tmp_path, caplog, damage, me
     assert len(warnings) == 1 and message in warnings[0] and "rebuilding the cache" in warnings[0]
 
 
+def test_a_published_row_damaged_later_fails_its_checksum_and_is_computed_again(tmp_path, caplog, monkeypatch):
+    """The defect: the journal held only (index, index ^ MAGIC), so a region of hidden.bin zeroed after publishing
+    (same file size) was read silently as the row."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from idspam.runner.lower_cache import LowerCache
+
+    folder = filled_cache(tmp_path / "lower" / "key")
+    data = bytearray((folder / "hidden.bin").read_bytes())
+    data[3 * 16: 5 * 16] = bytes(32)  # example 1's two rows (3 + 2 tokens of 4 float32 each): zeroed
+    (folder / "hidden.bin").write_bytes(bytes(data))
+    cache = LowerCache([3, 2], 4, folder=folder)
+    assert cache.present.all()  # the journal still names both rows
+    with caplog.at_level("WARNING", logger="idspam.runner.lower_cache"):
+        assert cache.has(torch.tensor([0]))
+        assert not cache.has(torch.tensor([0, 1]))  # example 1 fails its checksum: computed again
+        assert not cache.has(torch.tensor([1]))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "example 1 do not match their journal checksum" in warnings[0]
+    assert "\n" not in warnings[0]
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    hidden = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4) + 1
+    cache.put(torch.tensor([0, 1]), SimpleNamespace(attention_mask=mask, hidden=hidden, embeddings=None))
+    assert cache.has(torch.tensor([0, 1]))
+    cache.close()
+    again = LowerCache([3, 2], 4, folder=folder)  # the recomputed row's newer record is the one trusted
+    checks = []
+    real = LowerCache._checksums
+    monkeypatch.setattr(LowerCache, "_checksums", lambda self, i: checks.append(i) or real(self, i))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="idspam.runner.lower_cache"):
+        for _ in range(3):
+            assert again.has(torch.tensor([0, 1]))
+    assert sorted(checks) == [0, 1]  # each row checked once in this process
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    got = again.get(torch.tensor([0, 1]), torch.zeros_like(mask), mask, None, torch.float32).hidden
+    assert torch.equal(got, hidden * mask.unsqueeze(-1))
+
+
+def test_a_run_on_a_damaged_lower_cache_equals_one_on_a_fresh_cache(compose_cfg, tmp_path, caplog):
+    from idspam.runner.train import train
+
+    def run(cache, out):
+        results = train(compose_cfg("model=tiny", "trainer.max_epochs=1", "task.max_train_samples=32",
+                                    "task.max_eval_samples=16", "logger=none", "cache_lower=true",
+                                    "cache_lower_memory_gb=0", f"cache_dir={tmp_path / cache}",
+                                    f"paths.output_dir={tmp_path / out}"))
+        return [(e["train_loss"], e["validation/accuracy"]) for e in results["epochs"]]
+
+    fresh = run("cache", "first")  # computes and publishes every row
+    (train_cache,) = [f for f in (tmp_path / "cache" / "lower").iterdir()
+                      if json.loads((f / "meta.json").read_text())["key"]["split"] == "train"]
+    hidden = train_cache / "hidden.bin"
+    size = hidden.stat().st_size
+    with open(hidden, "r+b") as f:  # a region zeroed after publishing, the file's size unchanged
+        f.seek(size // 4)
+        f.write(bytes(size // 2))
+    with caplog.at_level("WARNING", logger="idspam.runner.lower_cache"):
+        damaged = run("cache", "second")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "checksum" in r.getMessage()]
+    assert damaged == fresh  # exact: the damaged rows were computed again, not read
+    assert len(warnings) == 1, warnings
+
+
 def test_killed_before_the_adapter_is_in_place_the_run_is_not_finished(compose_cfg, tmp_path, monkeypatch):
     """The defect: results.json said finished with no adapter, and resume=auto reused it (no adapter, ever)."""
     import idspam.runner.train as train_module
@@ -114,7 +180,7 @@ def test_killed_before_the_adapter_is_in_place_the_run_is_not_finished(compose_c
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_earlier_checkpoint(compose_cfg, tmp_path, monkeypatch):
-    """ENOSPC simulated on the second epoch's last.ckpt (a tmpfs mount needs privileges a test does not have):
+    """ENOSPC simulated on the second epoch's last.ckpt (test_full_disk.py does it on a real small tmpfs, as root):
     the defect was a torch RuntimeError, the run marked failed, and resume=auto deleting the earlier valid
     last.ckpt to train from scratch."""
     import errno
@@ -168,6 +234,57 @@ def test_a_full_disk_under_the_tokenised_cache_names_it(compose_cfg, tmp_path, m
     with pytest.raises(UserError, match=r"^no space left on device writing '.*tokenized/demo-validation-"):
         tokenized_split(run, run.spec, "validation", Tokenize(tiny_backbone[1], 32))
     assert not list((tmp_path / "cache" / "tokenized").iterdir())  # no temp folder left behind
+
+
+def test_temp_folders_of_dead_tokenised_cache_writers_are_removed_and_live_ones_kept(compose_cfg, tmp_path,
+                                                                                    tiny_backbone):
+    """The defect: tokenized/.tmp-* folders of writers that died stayed for ever."""
+    import signal
+
+    from idspam.runner.checks import validate
+    from idspam.runner.data import WRITER_LOCK, tokenized_split
+    from idspam.text import Tokenize
+
+    root = tmp_path / "cache" / "tokenized"
+    root.mkdir(parents=True)
+
+    def writer_folder(name):
+        folder = root / name
+        folder.mkdir()
+        (folder / "data-00000-of-00001.arrow").write_bytes(b"half")
+        return folder
+
+    # a writer killed with its lock: the kernel released it
+    dead = writer_folder(".tmp-dead")
+    holder = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+              "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
+    killed = subprocess.Popen([sys.executable, "-c", holder, str(dead / WRITER_LOCK)], stdout=subprocess.PIPE,
+                              text=True)
+    assert killed.stdout.readline().strip() == "locked"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    live = writer_folder(".tmp-live")  # another process writing now: its lock is held
+    writer = subprocess.Popen([sys.executable, "-c", holder, str(live / WRITER_LOCK)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        old = writer_folder(".tmp-old")  # no lock (an older version's writer), a day old
+        os.utime(old, (time.time() - 86400, time.time() - 86400))
+        writer_folder(".tmp-young")  # no lock yet, just created (between mkdtemp and its lock)
+        run = validate(compose_cfg("model=tiny", f"cache_dir={tmp_path / 'cache'}"))
+        tokenized_split(run, run.spec, "validation", Tokenize(tiny_backbone[1], 32))
+        left = sorted(p.name for p in root.iterdir())
+        assert left[:2] == [".tmp-live", ".tmp-young"] and len(left) == 3 and left[2].startswith("demo-validation-")
+        assert (live / "data-00000-of-00001.arrow").read_bytes() == b"half"  # untouched
+        assert not (root / left[2] / WRITER_LOCK).exists()  # the entry itself holds no lock file
+    finally:
+        writer.kill()
+        writer.wait()
+    from idspam.runner.data import clean_dead_writers
+
+    assert clean_dead_writers(root) == [".tmp-live"]  # its writer is gone now
+    assert clean_dead_writers(root, stale_hours=0) == [".tmp-young"]
+    assert not list(root.glob(".tmp-*"))
 
 
 @pytest.mark.parametrize("part", ["state.json", "arrow"])

@@ -266,6 +266,33 @@ def test_lora_names_the_modules_when_targets_do_not_match():
         build("lora", target_modules=["qkv"])
 
 
+@pytest.mark.parametrize("targets,bad", [("[nosuch]", "'nosuch'"), ("[query,nosuch,valu]", "'nosuch', 'valu'")])
+def test_lora_targets_that_match_nothing_are_refused_before_any_weights_load(compose_cfg, monkeypatch, targets, bad):
+    """The defect: method.target_modules=[nosuch] was refused only by PEFT, after the backbone's weights loaded
+    (and [query,nosuch] adapted query alone, silently)."""
+    import transformers
+
+    import idspam.backbone as bb
+    from idspam.errors import UserError
+    from idspam.model import load_parts
+    from idspam.runner.checks import validate
+    from idspam.runner.train import train
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights were loaded before target_modules was checked")
+
+    for auto in (transformers.AutoModel, transformers.AutoModelForMaskedLM, transformers.AutoModelForCausalLM):
+        monkeypatch.setattr(auto, "from_pretrained", no_weights)
+    monkeypatch.setattr(bb, "load_backbone", no_weights)
+    with pytest.raises(UserError) as e:
+        train(compose_cfg("model=tiny", "method=lora", f"method.target_modules={targets}", "logger=none"))
+    message = str(e.value)
+    assert message.startswith(f"method.target_modules: {bad} match no module of the backbone") and "\n" not in message
+    assert "its linear modules: " in message and "query" in message and "value" in message
+    good = validate(compose_cfg("model=tiny", "method=lora", "method.target_modules=[query,attention.self.value]"))
+    load_parts(good)  # full-name suffixes match as in PEFT
+
+
 def test_lora_dropout_follows_training_mode_while_the_backbone_stays_frozen():
     model = build("lora").train()
     lora_dropouts = [m for n, m in model.engine.named_modules()

@@ -53,6 +53,25 @@ class LoRAConfig(MethodConfig):
     def build(self, hidden_size: int) -> LoRA:
         return LoRA(self, hidden_size)
 
+    def check_targets(self, base: nn.Module) -> None:
+        """Every name in `target_modules` matches a module of the bare backbone `base` (built on the meta device
+        from its config: no weights) as PEFT matches them: a string is a regular expression over the full module
+        names, a list entry matches a name equal to it or ending in `.<entry>`. One line naming the names that
+        match nothing and the linear modules there are."""
+        import re
+
+        targets = self.target_modules
+        if not targets:
+            return
+        names = [name for name, _ in base.named_modules() if name]
+        if isinstance(targets, str):
+            bad = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+        else:
+            bad = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+        if bad:
+            raise UserError(f"method.target_modules: {', '.join(map(repr, bad))} match no module of the backbone; "
+                            f"its linear modules: {', '.join(linear_names(base))}")
+
     def peft_config(self, model_type: str | None = None):
         """PEFT's `LoraConfig` of these options. With `target_modules` null PEFT picks the model type's own
         defaults (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) and sets `fan_in_fan_out` for GPT-2's
@@ -67,6 +86,11 @@ class LoRAConfig(MethodConfig):
 # Supported model types that PEFT 0.21's default-target table lacks (measured: it raises "Please specify
 # `target_modules`"): CamemBERT's layers are RoBERTa's, so RoBERTa's defaults.
 PEFT_TARGET_GAPS = {"camembert": ["query", "value"]}
+
+
+def linear_names(base: nn.Module) -> list[str]:
+    """The short names of the backbone's linear modules (what target_modules usually names): query, value, ..."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in base.named_modules() if isinstance(m, nn.Linear | Conv1D)})
 
 
 class LoRA(PromptMethod):
@@ -90,10 +114,8 @@ class LoRA(PromptMethod):
                 config = self.cfg.peft_config(engine.config.model_type)
                 self._peft = (get_peft_model(engine.base, config),)  # injects into engine.base
         except ValueError as e:
-            names = sorted({name.rsplit(".", 1)[-1] for name, m in engine.base.named_modules()
-                            if isinstance(m, nn.Linear | Conv1D)})
             raise UserError(f"method.target_modules={self.cfg.target_modules} do not match the backbone's layers; "
-                            f"linear modules there: {', '.join(names)}") from e
+                            f"linear modules there: {', '.join(linear_names(engine.base))}") from e
 
     def backbone_modules(self, engine: InjectionEngine) -> list[nn.Module]:
         from peft.tuners.lora import LoraLayer

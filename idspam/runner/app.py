@@ -100,30 +100,6 @@ def check_resume_dir(argv: list[str]) -> None:
                 raise UserError(f"resume={arg[7:]}: no such run dir (resume=<a run dir>, auto or never)")
 
 
-def forward_stop_signals() -> None:
-    """The joblib launcher's parent: a SIGTERM / SIGUSR2 / SIGINT is sent on to its (loky) workers, whose jobs
-    then checkpoint and mark themselves interrupted; the parent waits for them, then exits 128 + the signal."""
-    import signal
-
-    def forward(signum, frame):
-        import psutil
-
-        children = [c for c in psutil.Process().children(recursive=True)  # the workers, not resource trackers
-                    if "resource_tracker" not in " ".join(c.cmdline())]
-        for child in children:
-            try:
-                child.send_signal(signum)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(children, timeout=300)
-        print(f"interrupted: {signal.Signals(signum).name} sent on to {len(children)} worker process(es); run "
-              "the same -m command again to resume", file=sys.stderr)
-        sys.exit(128 + signum)
-
-    for signum in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
-        signal.signal(signum, forward)
-
-
 def main() -> None:
     from ..errors import missing_extra
 
@@ -149,8 +125,8 @@ def main() -> None:
 
     from ..files import git_commit
 
-    if any(a.replace(" ", "") == "hydra/launcher=joblib" for a in sys.argv[1:]):
-        forward_stop_signals()
+    # a joblib sweep's parent forwards stop signals to its workers: sweep.ForwardStopSignals, a Hydra callback
+    # that decides from the composed config (the launcher may be chosen in an experiment or a config file)
     git_commit()  # of the code this process loaded, before any job starts (a later checkout is not reported)
     register()
     quiet_known_warnings()

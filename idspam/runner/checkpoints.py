@@ -20,7 +20,6 @@ flock the kernel drops when the process dies) keeps two processes out of one run
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -35,7 +34,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from ..errors import UserError
+from ..errors import DiskFull, UserError, disk_full, no_space  # noqa: F401 - re-exported: the runner's names
 from ..files import atomic_write
 
 log = logging.getLogger("idspam")
@@ -211,40 +210,14 @@ class StopCheckpoint(L.Callback):
         self.stop.phase = "done"
 
 
-class DiskFull(UserError):
-    """A write failed for lack of space: one line naming the path. The run counts as interrupted, not failed,
-    so its earlier last.ckpt (an atomic write leaves it whole) is kept and resume=auto continues from it."""
-
-
-def no_space(error: BaseException) -> bool:
-    """Whether an error (or one it was raised from: torch wraps the OSError of a full disk) is ENOSPC."""
-    seen = 0
-    while error is not None and seen < 8:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
-        if "No space left on device" in str(error):
-            return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
-
-
-def disk_full(path, error: BaseException) -> DiskFull:
-    return DiskFull(f"no space left on device writing {str(path)!r} ({type(error).__name__}); free space there "
-                    "(or move cache_dir / the run dir) and run the same command again to resume")
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temporary file in the target's folder, fsync, rename over the target: a reader (or a
     second writer) sees the old file or the new one, never a mix. (Lightning's own transaction writes the
-    temporary file in /tmp, and a move across file systems is a copy.)"""
+    temporary file in /tmp, and a move across file systems is a copy.) A full disk is `DiskFull` (atomic_write)
+    and the earlier checkpoint at `path` is untouched."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        try:
-            atomic_write(path, lambda f: torch.save(checkpoint, f))
-        except BaseException as e:
-            if no_space(e):  # the earlier checkpoint at `path` is untouched
-                raise disk_full(path, e) from None
-            raise
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 class RunDirBusy(UserError):

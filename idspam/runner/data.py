@@ -3,11 +3,13 @@ batches padded to their own longest sequence."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -78,9 +80,16 @@ def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokeni
     groups = {"group": rows["group"]} if "group" in rows else {}  # COPA / MultiRC: the question of each example
     ds = datasets.Dataset.from_dict({**encoded, "labels": rows["label"], **groups})
     folder.parent.mkdir(parents=True, exist_ok=True)
+    if removed := clean_dead_writers(folder.parent):
+        log.info("removed %d temporary folder(s) of tokenised-cache writers that died: %s", len(removed),
+                 ", ".join(removed))
     tmp = tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-")
+    lock = os.open(Path(tmp) / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while writing: the kernel drops it if this process dies
+        os.write(lock, f"{os.getpid()}\n".encode())
         ds.save_to_disk(tmp)
+        (Path(tmp) / WRITER_LOCK).unlink()  # not part of the entry (an unlocked .tmp- this young is left alone)
         (Path(tmp) / ENTRY).write_text(json.dumps({"rows": len(ds), "files": file_sizes(Path(tmp))}))
         os.replace(tmp, folder)
     except OSError as e:  # another process won the race: use its copy
@@ -91,7 +100,48 @@ def tokenized_split(run: RunConfig, spec: TaskSpec, split: str, tokenize: Tokeni
             raise disk_full(folder, e) from None
         if not folder.is_dir():
             raise
+    finally:
+        os.close(lock)
     return datasets.load_from_disk(str(folder))
+
+
+WRITER_LOCK = ".writer.lock"  # inside a .tmp- folder: its writer's pid, flock-held while it writes
+UNLOCKED_STALE_HOURS = 12.0  # a .tmp- folder without a lock (a writer of an older version) this old is dead
+
+
+def clean_dead_writers(parent: Path, stale_hours: float = UNLOCKED_STALE_HOURS) -> list[str]:
+    """Remove the `.tmp-*` folders of tokenised-cache writers that died: those whose writer lock nobody holds
+    (the kernel released it with the process), and those without a lock older than `stale_hours`. A folder
+    whose lock is held (a live writer, in any process) is never touched. Returns the names removed."""
+    removed = []
+    for tmp in sorted(parent.glob(".tmp-*")):
+        if not tmp.is_dir():
+            continue
+        lock = tmp / WRITER_LOCK
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:  # no lock: a writer between mkdtemp and its lock, or of an older version
+            try:
+                young = time.time() - tmp.stat().st_mtime < stale_hours * 3600
+            except FileNotFoundError:
+                continue
+            if not young:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp.name)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its writer is alive
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)  # under the lock: the writer is gone
+            removed.append(tmp.name)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def by_length(split: datasets.Dataset) -> datasets.Dataset:

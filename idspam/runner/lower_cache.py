@@ -21,7 +21,9 @@ In memory (`cache_lower_memory_gb`; on a GPU run in pinned host memory, or on th
     meta.json    what the key covers, the layout, sizes (written last when the folder is created)
     lengths.npy  real tokens per example (offsets are their cumulative sum)
     hidden.bin   raw rows (preallocated, sparse), `embeddings.bin` likewise when stored
-    rows.log     journal of complete rows: 16-byte records (index, index ^ MAGIC); a torn one is padded
+    rows.log     journal of complete rows: 24-byte records (index, checksums, check): the CRC-32 of the row's
+                 bytes in each stored part (hidden in the high 32 bits, embeddings in the low) and
+                 index ^ checksums ^ MAGIC; a torn record fails its check, and is padded
     .create.lock held while the layout is created (one creator)
     .lock        every process using the cache holds it shared (`idspam.cache clear` skips a cache in use)
 
@@ -29,7 +31,10 @@ Crash safety: rows are written into the memory map without a per-batch flush; ev
 `flush_mb` of new rows (and at the end of each epoch, and when the cache becomes complete) the map is
 flushed (msync) and only then are the rows' indices appended to the journal, under an exclusive
 lock, with fsync. Readers trust only journaled rows (a torn last record fails its check), so a killed
-run never reads a row that was not fully written: it recomputes the rows it had not published.
+run never reads a row that was not fully written: it recomputes the rows it had not published. A row whose
+bytes were damaged after publishing (a disk error, a region of hidden.bin overwritten) fails its checksum: each
+process checks a row the first time it reads it from the folder (a per-row bitmap, so once per row and
+process: one CRC-32 pass over the cache in the first epoch), warns once, and computes the damaged rows again.
 Several processes (DDP ranks, jobs) share one cache: the layout is created once under the lock and
 published by atomic renames; a process missing a row first re-reads the journal (rows another
 process published are read, not recomputed), never overwrites a published row, and DDP ranks
@@ -38,12 +43,14 @@ publish their rows and meet at a barrier at the end of every epoch (`TuningModul
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
 import time
 import weakref
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,15 +59,48 @@ import torch
 
 from .. import tasks
 from ..backbone import DTYPES
-from ..errors import UserError
-from ..files import digest
+from ..errors import DiskFull, UserError, disk_full, no_space
+from ..files import atomic_write, digest
 from ..injection import LowerStates
 
 log = logging.getLogger(__name__)
 
 MAGIC = 0x1D5BA7C0FFEE1234
 RAW = {4: np.int32, 2: np.int16}  # the files hold raw bits; torch views them as the storage dtype
-FORMAT = 2  # of the on-disk layout; part of the key
+FORMAT = 3  # of the on-disk layout; part of the key (3: the journal's records carry the rows' checksums)
+RECORD = 3  # uint64 words per journal record: index, checksums, index ^ checksums ^ MAGIC
+
+
+def read_journal(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The (index, checksums) of the journal's good records, in order; a torn or padded record is skipped."""
+    size = RECORD * 8
+    records = np.frombuffer(data[: len(data) // size * size], dtype=np.uint64).reshape(-1, RECORD)
+    good = (records[:, 0] ^ records[:, 1] ^ np.uint64(MAGIC)) == records[:, 2]
+    return records[good, 0].astype(np.int64), records[good, 1]
+
+
+def journal_records(index: np.ndarray, sums: np.ndarray) -> bytes:
+    index, sums = index.astype(np.uint64), sums.astype(np.uint64)
+    return np.stack([index, sums, index ^ sums ^ np.uint64(MAGIC)], axis=1).tobytes()
+
+
+def reserve(fd: int, size: int) -> None:
+    """Give the open file `size` bytes with its blocks allocated (posix_fallocate): ENOSPC now if they do not
+    fit. Where the file system cannot allocate (or there is no posix_fallocate) the file is made sparse, after
+    a check of the free space."""
+    if size > 0:
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except AttributeError:  # no posix_fallocate (macOS)
+            pass
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+                raise
+        st = os.fstatvfs(fd)
+        if st.f_bavail * st.f_frsize < size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    os.ftruncate(fd, size)
 
 
 class CachedLowerStates(LowerStates):
@@ -94,10 +134,13 @@ class LowerCache:
         self.same = embeddings_are_hidden
         self.parts = ("hidden", "embeddings") if store_embeddings and not embeddings_are_hidden else ("hidden",)
         self.present = np.zeros(len(self.lengths), dtype=bool)
+        self.verified = np.zeros(len(self.lengths), dtype=bool)  # rows this process checked (or wrote) itself
+        self.sums = np.zeros(len(self.lengths), dtype=np.uint64)  # each published row's checksums (journal)
+        self._warned = False
         self.folder, self.device_option = folder, device
         self.flush_bytes = int(flush_mb * 2**20)
         self._closed = False
-        self._pending: list[np.ndarray] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, checksums) written, not yet published
         self._pending_bytes = 0
         self.store: dict[str, torch.Tensor] = {}
         if folder is not None:
@@ -147,20 +190,31 @@ class LowerCache:
         self._finalizer = weakref.finalize(self, LowerCache._close, self._flush_args(), self._lock_fd, self._journal)
 
     def _create(self, folder: Path, meta: dict) -> None:
-        for part in self.parts:  # sparse preallocation: no bytes written until rows arrive
-            tmp = folder / f".{part}.bin.tmp"
-            with open(tmp, "wb") as f:
-                f.truncate(self.tokens * self.hidden_size * self.dtype.itemsize)
-            os.replace(tmp, folder / f"{part}.bin")
-        np.save(folder / ".lengths.tmp.npy", self.lengths)
-        os.replace(folder / ".lengths.tmp.npy", folder / "lengths.npy")
+        """The layout: every data file's blocks reserved now (a full disk is one line here, before any row is
+        written; a write into a sparse memory map would die by SIGBUS instead). meta.json, the marker of a
+        complete layout, goes first and comes back last, so a layout half-created (a kill, a full disk) is
+        never trusted: the next run creates it again."""
+        (folder / "meta.json").unlink(missing_ok=True)
         (folder / "rows.log").unlink(missing_ok=True)  # a journal of an older, unfinished layout
-        info = {**meta, "format": FORMAT, "rows": len(self.lengths), "tokens": self.tokens,
-                "hidden_size": self.hidden_size, "dtype": str(self.dtype).removeprefix("torch."),
-                "parts": list(self.parts), "bytes": self.tokens * self.bytes_per_token, "created": time.time()}
-        tmp = folder / ".meta.json.tmp"
-        tmp.write_text(json.dumps(info, indent=1, default=str))
-        os.replace(tmp, folder / "meta.json")  # last: the marker of a complete layout
+        size = self.tokens * self.hidden_size * self.dtype.itemsize
+        path = folder / "meta.json"
+        try:
+            for part in self.parts:
+                path = folder / f"{part}.bin"
+                atomic_write(path, lambda f: reserve(f.fileno(), size))
+            path = folder / "lengths.npy"
+            atomic_write(path, lambda f: np.save(f, self.lengths))
+            info = {**meta, "format": FORMAT, "rows": len(self.lengths), "tokens": self.tokens,
+                    "hidden_size": self.hidden_size, "dtype": str(self.dtype).removeprefix("torch."),
+                    "parts": list(self.parts), "bytes": self.tokens * self.bytes_per_token, "created": time.time()}
+            path = folder / "meta.json"
+            atomic_write(path, lambda f: f.write(json.dumps(info, indent=1, default=str).encode()))
+        except (OSError, DiskFull) as e:
+            if not no_space(e):
+                raise
+            for name in (*(f"{p}.bin" for p in self.parts), "lengths.npy"):  # give the space back
+                (folder / name).unlink(missing_ok=True)
+            raise disk_full(path, e, need=self.tokens * self.bytes_per_token) from None
 
     def _damaged(self, folder: Path) -> str | None:
         """What is wrong with a cache folder of this layout (unreadable meta.json or lengths.npy, a data file
@@ -200,36 +254,45 @@ class LowerCache:
         if self.folder is None or self._closed:
             return
         size = os.fstat(self._journal).st_size
-        end = self._journal_pos + (size - self._journal_pos) // 16 * 16
+        end = self._journal_pos + (size - self._journal_pos) // (RECORD * 8) * (RECORD * 8)
         if end <= self._journal_pos:
             return
-        records = np.frombuffer(os.pread(self._journal, end - self._journal_pos, self._journal_pos),
-                                dtype=np.uint64).reshape(-1, 2)
-        good = (records[:, 0] ^ np.uint64(MAGIC)) == records[:, 1]
-        index = records[good, 0].astype(np.int64)
-        self.present[index[(index >= 0) & (index < len(self.present))]] = True
+        index, sums = read_journal(os.pread(self._journal, end - self._journal_pos, self._journal_pos))
+        keep = (index >= 0) & (index < len(self.present))
+        index, sums = index[keep][::-1], sums[keep][::-1]
+        index, last = np.unique(index, return_index=True)  # a row published again (recomputed): its last record
+        sums = sums[last]
+        changed = index[self.sums[index] != sums]
+        self.sums[index] = sums
+        self.present[index] = True
+        self.verified[changed] = False  # (re)published elsewhere: this process checks it before reading it
         self._journal_pos = end
 
     def _flush_args(self) -> dict:
         return {"memmaps": getattr(self, "memmaps", {}), "journal": getattr(self, "_journal", None),
-                "pending": self._pending}
+                "pending": self._pending, "path": self.folder / "rows.log" if self.folder else None}
 
     @staticmethod
-    def _publish(memmaps: dict, journal: int | None, pending: list) -> None:
+    def _publish(memmaps: dict, journal: int | None, pending: list, path: Path | None = None) -> None:
         if not pending or journal is None:
             pending.clear()
             return
         for m in memmaps.values():
             m.flush()  # the rows reach the file before the journal names them
-        index = np.concatenate(pending).astype(np.uint64)
-        records = np.stack([index, index ^ np.uint64(MAGIC)], axis=1).tobytes()
+        records = journal_records(np.concatenate([i for i, _ in pending]), np.concatenate([c for _, c in pending]))
+        size = RECORD * 8
         fcntl.flock(journal, fcntl.LOCK_EX)
         try:
-            torn = os.fstat(journal).st_size % 16  # a writer killed inside its write: pad that record (it fails
-            if torn:                                # its check) so that the records after it stay aligned
-                os.write(journal, b"\0" * (16 - torn))
+            torn = os.fstat(journal).st_size % size  # a writer killed inside its write: pad that record (it fails
+            if torn:                                  # its check) so that the records after it stay aligned
+                os.write(journal, b"\0" * (size - torn))
             os.write(journal, records)
             os.fsync(journal)
+        except OSError as e:
+            if no_space(e):  # the rows stay unpublished (a torn record fails its check): computed again later
+                pending.clear()
+                raise disk_full(path, e) from None
+            raise
         finally:
             fcntl.flock(journal, fcntl.LOCK_UN)
         pending.clear()
@@ -278,14 +341,40 @@ class LowerCache:
         pin = device.type == "cuda" and self.device_option != "cpu"
         self.store = {p: torch.zeros(shape, dtype=self.dtype, pin_memory=pin) for p in self.parts}
 
+    def _checksums(self, example: int) -> int:
+        """CRC-32 of the example's stored bytes: the hidden part in the high 32 bits, the embeddings' in the low."""
+        start, stop = int(self.offsets[example]), int(self.offsets[example + 1])
+        sums = [zlib.crc32(self.memmaps[p][start:stop]) for p in self.parts]
+        return (sums[0] << 32) | (sums[1] if len(sums) > 1 else 0)
+
+    def _verify(self, idx: np.ndarray) -> bool:
+        """Check the published rows among `idx` that this process has not checked yet against their journal
+        checksums; a damaged row is dropped (computed again, then published again). Whether all were good."""
+        if self.folder is None:
+            return True
+        unchecked = [int(i) for i in np.unique(idx[~self.verified[idx]])]
+        bad = [i for i in unchecked if self._checksums(i) != int(self.sums[i])]
+        self.verified[unchecked] = True
+        if not bad:
+            return True
+        self.present[bad] = self.verified[bad] = False
+        if not self._warned:
+            self._warned = True
+            log.warning("cache_lower: %s: the stored bytes of example %d do not match their journal checksum "
+                        "(damaged after they were written); such rows are computed again", self.folder, bad[0])
+        return False
+
     def has(self, index: torch.Tensor) -> bool:
         idx = index.cpu().numpy()
-        if self.present[idx].all():
-            if self._pending_bytes:  # a row this process wrote is read again: its first pass is over
-                self.flush()
-            return True
-        self.refresh()
-        return bool(self.present[idx].all())
+        if not self.present[idx].all():
+            self.refresh()
+            if not self.present[idx].all():
+                return False
+        if not self._verify(idx):
+            return False
+        if self._pending_bytes:  # a row this process wrote is read again: its first pass is over
+            self.flush()
+        return True
 
     def put(self, index: torch.Tensor, states: LowerStates) -> None:
         idx = index.cpu().numpy()
@@ -309,7 +398,9 @@ class LowerCache:
             store.index_copy_(0, pos.to(store.device), rows.to(store.device))
         self.present[idx[new]] = True
         if self.folder is not None:
-            self._pending.append(idx[new].copy())
+            written = idx[new].copy()
+            self.verified[written] = True  # its bytes are the ones just written
+            self._pending.append((written, np.array([self._checksums(int(i)) for i in written], dtype=np.uint64)))
             self._pending_bytes += len(pos) * self.bytes_per_token
             if self._pending_bytes >= self.flush_bytes or self.present.all():
                 self.flush()

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from ..errors import UserError
 from ..files import atomic_write_json, now_iso
-from .checkpoints import RunInterrupted, load_checkpoint
+from .checkpoints import load_checkpoint
 
 log = logging.getLogger("idspam")
 
@@ -213,7 +213,7 @@ def record_attempt(output_dir: Path, action: str) -> None:
     atomic_write_json(output_dir / ".hydra" / "attempt.json", {"action": action, "at": now_iso()})
 
 
-def mark_interrupted(output_dir: Path, config: dict, e: RunInterrupted) -> None:
+def mark_interrupted(output_dir: Path, config: dict, e: Exception) -> None:
     """results.json status interrupted (as the run wrote it, if it got that far; else a record with the
     config, so resume=auto and the summary know the job)."""
     record = read_results(output_dir) or {}
@@ -224,5 +224,5 @@ def mark_interrupted(output_dir: Path, config: dict, e: RunInterrupted) -> None:
         record["stopped_at"] = {"epoch": epochs[-1]["epoch"] + 1 if epochs else 0,
                                 "step": epochs[-1]["step"] if epochs else 0, "phase": "setup"}
     record.setdefault("config", config)
-    record.update(status="interrupted", error=f"RunInterrupted: {e}", ended_at=now_iso())
+    record.update(status="interrupted", error=f"{type(e).__name__}: {e}", ended_at=now_iso())
     atomic_write_json(output_dir / "results.json", record)

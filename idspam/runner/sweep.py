@@ -1,8 +1,9 @@
-"""The multirun summary: one table of every job of a sweep, failed ones included.
+"""The multirun summary: one table of every job of a sweep, failed ones included; stop signals to a joblib
+sweep's parent reach its workers.
 
 Hydra calls `SweepSummary.on_multirun_end` when all jobs are done (configured in
 conf/hydra/default.yaml); it writes `summary.json` and `summary.md` in the sweep dir and prints
-the failures.
+the failures. `ForwardStopSignals.on_multirun_start` runs in the sweep's parent before any job starts.
 """
 
 from __future__ import annotations
@@ -112,3 +113,45 @@ class SweepSummary(Callback):
             print(f"  job {r['job']} ({' '.join(r['overrides'])}): {r['status']}{far}: {r['error']}")
         if failed:  # a sweep with failed, refused or unfinished jobs is not a success (CI, make, job arrays)
             sys.exit(1)
+
+
+def uses_joblib(config: DictConfig) -> bool:
+    """Whether the composed config's launcher is joblib's (chosen on the command line, in an experiment config
+    or in a config file of the user's)."""
+    from omegaconf import OmegaConf
+
+    target = OmegaConf.select(config, "hydra.launcher._target_", default="") or ""
+    return "joblib" in str(target).lower()
+
+
+def forward_stop_signals() -> None:
+    """The joblib launcher's parent: a SIGTERM / SIGUSR2 / SIGINT is sent on to its (loky) workers, whose jobs
+    then checkpoint and mark themselves interrupted; the parent waits for them, then exits 128 + the signal."""
+    import signal
+
+    def forward(signum, frame):
+        import psutil
+
+        children = [c for c in psutil.Process().children(recursive=True)  # the workers, not resource trackers
+                    if "resource_tracker" not in " ".join(c.cmdline())]
+        for child in children:
+            try:
+                child.send_signal(signum)
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(children, timeout=300)
+        print(f"interrupted: {signal.Signals(signum).name} sent on to {len(children)} worker process(es); run "
+              "the same -m command again to resume", file=sys.stderr)
+        sys.exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+        signal.signal(signum, forward)
+
+
+class ForwardStopSignals(Callback):
+    """In a multirun's parent, before the first job: with the joblib launcher, stop signals are forwarded to its
+    worker processes (`forward_stop_signals`). Other launchers handle their own (submitit: SLURM's signal)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if uses_joblib(config):
+            forward_stop_signals()

@@ -25,6 +25,7 @@ from ..files import atomic_write_json, git_commit, package_versions
 from ..model import count_on_meta, load_model, load_parts
 from .checkpoints import (
     AtomicCheckpointIO,
+    DiskFull,
     RunInterrupted,
     RunLock,
     StopCheckpoint,
@@ -59,6 +60,13 @@ def train(cfg: DictConfig, extra_header: dict | None = None) -> dict:
             except RunInterrupted as e:
                 if rank_zero():
                     mark_interrupted(Path(run.output_dir), run.resolved, e)
+                raise
+            except DiskFull as e:  # interrupted, not failed: resume=auto continues once there is space
+                if rank_zero():
+                    try:
+                        mark_interrupted(Path(run.output_dir), run.resolved, e)
+                    except (UserError, OSError):  # the run dir's disk is the full one: results.json stays as it was
+                        pass
                 raise
     except RunInterrupted as e:
         print(f"interrupted: {e}; results.json status interrupted. Run the same command again to resume "

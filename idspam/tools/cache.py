@@ -75,12 +75,10 @@ def entries(cache_dir: Path, kinds=KINDS) -> list[dict]:
 def _journal_rows(log: Path) -> int:
     import numpy as np
 
-    from ..runner.lower_cache import MAGIC
+    from ..runner.lower_cache import read_journal
 
-    data = log.read_bytes()
-    records = np.frombuffer(data[: len(data) // 16 * 16], dtype=np.uint64).reshape(-1, 2)
-    good = (records[:, 0] ^ np.uint64(MAGIC)) == records[:, 1]
-    return len(np.unique(records[good, 0]))
+    index, _ = read_journal(log.read_bytes())
+    return len(np.unique(index))
 
 
 def remove(folder: Path, dry_run: bool) -> bool:
