@@ -33,3 +33,36 @@ def test_a_row_measures_weights_peak_and_time(text):
         assert r["weights_mb"] > 0 and r["peak_mb"] >= r["weights_mb"] and r["seconds_per_step"] > 0
         assert r["trained_parameters"] > 0
     assert large["step_mb"] > small["step_mb"] + 5, (small, large)
+
+
+def test_the_warm_up_keeps_the_first_steps_one_off_work_out_of_the_peak(monkeypatch):
+    """A first step that allocates 200 MB once (as bitsandbytes' CPU repacking and AdamW's state creation do)
+    shows in first_step_mb, not in step_mb; without a warm-up it would be the step's peak."""
+    import torch
+
+    from idspam.tools.bench import memory
+
+    calls = []
+
+    def step():
+        calls.append(1)
+        size = 200 if len(calls) == 1 else 1
+        buffer = torch.ones(size * 2**18)  # float32: size MB, touched
+        buffer.add_(1)
+
+    monkeypatch.setattr(memory, "build_step", lambda row, args: (step, torch.nn.Linear(2, 2)))
+    row = memory.parse_row("idspam m=1 fp32", 4)
+    args = {"model": "tiny_llama", "device": "cpu", "seed": 0, "steps": 2, "batch": 1, "length": 16}
+    r = memory.measure_row(row, {**args, "warmup": 1})
+    assert r["first_step_mb"] > 150 and r["step_mb"] < 100 and r["warmup_steps"] == 1 and r["steps"] == 2, r
+    calls.clear()
+    cold = memory.measure_row(row, {**args, "warmup": 0})
+    assert cold["first_step_mb"] is None and cold["step_mb"] > 150, cold
+
+
+def test_memory_rows_warm_up_one_step_by_default():
+    from idspam.tools.bench.main import parse
+
+    assert parse(["--memory-rows"])["warmup"] == 1
+    assert parse(["--memory-rows", "--warmup", "0"])["warmup"] == 0
+    assert parse([])["warmup"] == 2
