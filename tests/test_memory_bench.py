@@ -66,3 +66,25 @@ def test_memory_rows_warm_up_one_step_by_default():
     assert parse(["--memory-rows"])["warmup"] == 1
     assert parse(["--memory-rows", "--warmup", "0"])["warmup"] == 0
     assert parse([])["warmup"] == 2
+
+
+def test_the_random_checkpoint_is_written_in_shards_and_loads_whole(tmp_path):
+    import json
+
+    import torch
+    from transformers import AutoModel
+
+    from idspam.tools.bench.common import model_config
+    from idspam.tools.bench.memory import random_checkpoint
+
+    config = model_config("tiny_llama")[1]
+    torch.manual_seed(0)
+    random_checkpoint(AutoModel, config, str(tmp_path), torch.bfloat16, shard_mb=0.05)
+    shards = set(json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"].values())
+    assert len(shards) > 2 and all((tmp_path / name).exists() for name in shards)
+    model, info = AutoModel.from_pretrained(str(tmp_path), dtype=torch.bfloat16, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    norm = model.layers[0].input_layernorm.weight
+    assert torch.equal(norm, torch.ones_like(norm))
+    weight = model.layers[0].mlp.up_proj.weight.float()
+    assert abs(weight.std().item() - config.initializer_range) < 0.2 * config.initializer_range

@@ -92,10 +92,48 @@ def _backbone(loader, model_cfg, config, precision: str, device: torch.device):
              BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quantization, bnb_4bit_compute_dtype=dtype,
                                 llm_int8_skip_modules=skip))
     with tempfile.TemporaryDirectory(prefix="idspam-bench-") as folder:
-        loader.from_config(config, dtype=dtype).save_pretrained(folder)
+        random_checkpoint(loader, config, folder, dtype)
         return loader.from_pretrained(folder, dtype=dtype, quantization_config=quant,
                                       attn_implementation=model_cfg.attn_implementation,
                                       device_map=quantized_device_map())
+
+
+def random_checkpoint(loader, config, folder: str, dtype, shard_mb: float = 512) -> None:
+    """A checkpoint of random weights in `folder`, written shard by shard: the model's tensors (names and shapes
+    from the model built on the meta device) drawn from N(0, initializer_range), norms' weights 1, biases 0.
+    Never more than one shard of unquantized weights is in memory, so an 8B backbone is quantized on a host
+    that could not hold it in bf16 (building the model and `save_pretrained` would need it whole, twice)."""
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        shapes = {k: (v.shape, v.dtype) for k, v in loader.from_config(config).state_dict().items()}
+    std = float(getattr(config, "initializer_range", 0.02))
+    generator = torch.Generator().manual_seed(int(torch.initial_seed()) % 2**63)
+    shards, shard, size, index = [], {}, 0, {}
+
+    def flush():
+        nonlocal shard, size
+        if shard:
+            name = f"model-{len(shards) + 1:05d}.safetensors"
+            save_file(shard, os.path.join(folder, name), metadata={"format": "pt"})
+            shards.append(name)
+            index.update(dict.fromkeys(shard, name))
+            shard, size = {}, 0
+
+    for key, (shape, kept) in shapes.items():
+        tensor_dtype = dtype if kept.is_floating_point else kept
+        if len(shape) < 2:
+            value = (torch.ones if "norm" in key else torch.zeros)(shape, dtype=tensor_dtype)
+        else:
+            value = torch.empty(shape, dtype=tensor_dtype).normal_(0.0, std, generator=generator)
+        shard[key] = value
+        size += value.numel() * value.element_size()
+        if size >= shard_mb * 2**20:
+            flush()
+    flush()
+    config.save_pretrained(folder)
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as fh:
+        json.dump({"metadata": {}, "weight_map": index}, fh)
 
 
 def build_step(row: dict, args: dict):
