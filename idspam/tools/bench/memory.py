@@ -219,6 +219,17 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _status_mb(*keys: str) -> dict:
+    """Fields of /proc/self/status in MiB."""
+    found = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key = line.split(":")[0]
+            if key in keys:
+                found[key] = int(line.split()[1]) / 1024
+    return found
+
+
 def _peak_rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -254,6 +265,7 @@ def measure_row(row: dict, args: dict) -> dict:
 
     reset()
     weights = torch.cuda.memory_allocated() / 2**20 if cuda else _rss_mb()
+    resident = {} if cuda else _status_mb("RssAnon", "RssFile")  # file: libraries, mapped checkpoint pages
     warmup = int(args.get("warmup", 1))
     for _ in range(warmup):
         step()
@@ -275,6 +287,7 @@ def measure_row(row: dict, args: dict) -> dict:
             "seconds_per_step": round(statistics.median(timed), 3),
             "examples_per_second": round(int(args["batch"]) / statistics.median(timed), 3),
             "memory": "cuda max_memory_allocated" if cuda else "peak RSS (VmHWM)", "steps": len(times),
+            **{f"weights_{k[3:].lower()}_mb": round(v, 1) for k, v in resident.items()},
             "warmup_steps": warmup, "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
             "batch": int(args["batch"]), "length": int(args["length"])}
 
