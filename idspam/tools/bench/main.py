@@ -45,7 +45,8 @@ def build_parser():
     add("--precision", choices=PRECISION_NAMES, help=f"(default {DEFAULTS['precision']})")
     add("--steps", type=positive_int, help=f"training steps per timed repeat (default {DEFAULTS['steps']})")
     add("--repeats", type=positive_int, help=f"timed repeats; the median is reported (default {DEFAULTS['repeats']})")
-    add("--warmup", type=int, help=f"untimed steps per row first (default {DEFAULTS['warmup']})")
+    add("--warmup", type=int, help=f"untimed steps per row first (default {DEFAULTS['warmup']}; --memory-rows: "
+                                   "1, before the peak is reset)")
     add("--memory", choices=("subprocess", "inline", "off"),
         help=f"peak memory per row in a fresh process, in this one, or not at all (default {DEFAULTS['memory']})")
     add("--out", help=f"JSON file of the results (default {DEFAULTS['out']})")
@@ -64,6 +65,9 @@ def build_parser():
     add("--memory-rows", dest="memory_rows", action="store_true", default=None,
         help="peak training memory per row at real shapes, each row in a fresh process (--model qwen2_5_0_5b, "
              "llama_3_2_1b, llama_3_1_8b; rows like 'idspam m=16 nf4 ckpt,peft lora nf4'; memory.py)")
+    add("--fits", help="what fits where instead: comma-separated --memory-rows JSON files; weights computed from "
+                       "the parameter counts, the measured step costs scaled to --batch x --length (default 8 x 512), "
+                       "the largest batch on 24/40/80 GiB (fits.py)")
     add("--row-timeout", dest="row_timeout", type=positive_int, help="--memory-rows: seconds per row (default 3600)")
     add("--memory-child", dest="memory_child", action="store_true", default=None, help=argparse.SUPPRESS)
     add("--new-tokens", dest="new_tokens", type=positive_int, help="--decode: tokens generated per input (default 32)")
@@ -75,6 +79,10 @@ def parse(argv: list[str]) -> dict:
     given = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
     quick = given.pop("quick", False)
     args = {**DEFAULTS, **(QUICK if quick else {}), **given, "quick": quick}
+    if given.get("fits"):
+        args.update(batch=given.get("batch", 8), length=given.get("length", 512))  # the shape
+    if given.get("memory_rows") and "warmup" not in given:
+        args["warmup"] = 1  # the first step's one-off work stays out of the measured peak (memory.measure_row)
     if args["device"].startswith("cuda"):
         import torch
 
@@ -98,6 +106,13 @@ def main(argv: list[str] | None = None) -> None:
             row = build_row(*spec, args, shared)
             print(peak_memory_mb(row, args))  # from the loaded model: optimizer state, grads, activations
             return
+        if args.get("fits"):
+            from . import fits
+
+            rows = fits.read_rows([f for f in args["fits"].split(",") if f.strip()])
+            results = fits.fits(rows, int(args["batch"]), int(args["length"]))
+            keep = {k: args[k] for k in ("fits", "batch", "length", "out")}
+            return finish(keep, results, fits.fits_table(results, rows))
         if args.pop("memory_rows", None):
             from . import memory
 

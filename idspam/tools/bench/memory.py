@@ -11,16 +11,19 @@ in bf16); `ckpt`: activation checkpointing (ours: layers m..N-1, PEFT's: Hugging
 layers m..N-1 only. The backbone has random weights built from the config (quantized rows: built, saved and
 reloaded through `BitsAndBytesConfig`, as `model.pretrained=false` runs do).
 
-Each row runs in its own process: the model is loaded, then the peak is reset and `--steps` training steps
-(forward, backward, AdamW) run on a random batch. Reported: `weights_mb` (resident after loading), `peak_mb`
-(the peak during the steps: on CPU the process's peak RSS, VmHWM after resetting it; on CUDA
+Each row runs in its own process: the model is loaded, `--warmup` untimed training steps run (forward,
+backward, AdamW; the first step's one-off work, see `measure_row`), then the peak is reset and `--steps`
+timed steps run on a random batch. Reported: `weights_mb` (resident after loading), `first_step_mb` (the
+warm-up's peak above the weights), `peak_mb` (the peak during the timed steps: on CPU the process's peak RSS,
+VmHWM after resetting it, with glibc's mmap threshold fixed, see CHILD_MALLOC; on CUDA
 `torch.cuda.max_memory_allocated`), `step_mb` = peak - weights (activations, gradients, optimizer state), and
-the median seconds per step after the first.
+the median seconds per timed step.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +36,11 @@ from ...errors import UserError
 
 PRECISION_WORDS = ("fp32", "bf16", "nf4", "fp4", "int8")
 QUANTIZED = {"nf4": "nf4", "fp4": "fp4", "int8": "int8"}
+# glibc raises its mmap threshold (up to 32 MB) each time a large block is freed, so later blocks of a few MB come
+# from the heap and stay resident when freed: the peak RSS then reads the heap's high-water mark, not the live
+# memory (Qwen2.5-0.5B nf4, ID-SPAM m=12 at 2 x 128: first step 626 MB, steady 357 MB; with the threshold fixed
+# at 1 MB, 250 and 297 MB). Rows' processes run with it fixed, so freed blocks of 1 MB and more go back at once.
+CHILD_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**20)}
 DEFAULT_ROWS = ("idspam m=mid bf16,idspam m=mid bf16 ckpt,idspam m=mid bf16 cache,peft prompt_tuning bf16,"
                 "peft lora bf16,idspam m=mid nf4,idspam m=mid nf4 ckpt,idspam m=mid nf4 cache,"
                 "peft prompt_tuning nf4,peft lora nf4")
@@ -84,10 +92,48 @@ def _backbone(loader, model_cfg, config, precision: str, device: torch.device):
              BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quantization, bnb_4bit_compute_dtype=dtype,
                                 llm_int8_skip_modules=skip))
     with tempfile.TemporaryDirectory(prefix="idspam-bench-") as folder:
-        loader.from_config(config, dtype=dtype).save_pretrained(folder)
+        random_checkpoint(loader, config, folder, dtype)
         return loader.from_pretrained(folder, dtype=dtype, quantization_config=quant,
                                       attn_implementation=model_cfg.attn_implementation,
                                       device_map=quantized_device_map())
+
+
+def random_checkpoint(loader, config, folder: str, dtype, shard_mb: float = 512) -> None:
+    """A checkpoint of random weights in `folder`, written shard by shard: the model's tensors (names and shapes
+    from the model built on the meta device) drawn from N(0, initializer_range), norms' weights 1, biases 0.
+    Never more than one shard of unquantized weights is in memory, so an 8B backbone is quantized on a host
+    that could not hold it in bf16 (building the model and `save_pretrained` would need it whole, twice)."""
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        shapes = {k: (v.shape, v.dtype) for k, v in loader.from_config(config).state_dict().items()}
+    std = float(getattr(config, "initializer_range", 0.02))
+    generator = torch.Generator().manual_seed(int(torch.initial_seed()) % 2**63)
+    shards, shard, size, index = [], {}, 0, {}
+
+    def flush():
+        nonlocal shard, size
+        if shard:
+            name = f"model-{len(shards) + 1:05d}.safetensors"
+            save_file(shard, os.path.join(folder, name), metadata={"format": "pt"})
+            shards.append(name)
+            index.update(dict.fromkeys(shard, name))
+            shard, size = {}, 0
+
+    for key, (shape, kept) in shapes.items():
+        tensor_dtype = dtype if kept.is_floating_point else kept
+        if len(shape) < 2:
+            value = (torch.ones if "norm" in key else torch.zeros)(shape, dtype=tensor_dtype)
+        else:
+            value = torch.empty(shape, dtype=tensor_dtype).normal_(0.0, std, generator=generator)
+        shard[key] = value
+        size += value.numel() * value.element_size()
+        if size >= shard_mb * 2**20:
+            flush()
+    flush()
+    config.save_pretrained(folder)
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as fh:
+        json.dump({"metadata": {}, "weight_map": index}, fh)
 
 
 def build_step(row: dict, args: dict):
@@ -173,6 +219,17 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _status_mb(*keys: str) -> dict:
+    """Fields of /proc/self/status in MiB."""
+    found = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key = line.split(":")[0]
+            if key in keys:
+                found[key] = int(line.split()[1]) / 1024
+    return found
+
+
 def _peak_rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -182,18 +239,38 @@ def _peak_rss_mb() -> float:
 
 
 def measure_row(row: dict, args: dict) -> dict:
-    """One row, in this process: weights, peak and seconds per step."""
+    """One row, in this process: weights, the warm-up steps' peak, the steady peak and seconds per step.
+
+    `warmup` untimed steps run before the peak is reset (default 1). The first step does one-off work the
+    later ones do not: AdamW creates its state, and on CPU bitsandbytes repacks each 4-bit weight that runs
+    without a graph in eval mode (the frozen stack below m) into its CPU kernel's layout on first call, with
+    transient int32 copies, and glibc keeps the freed heap resident. `first_step_mb` reports that first peak;
+    `step_mb` is the steady step's (its peak above the weights loaded, so AdamW's state counts in it)."""
     cuda = args["device"].startswith("cuda")
     step, model = build_step(row, args)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if cuda:
-        torch.cuda.synchronize()
-        weights = torch.cuda.memory_allocated() / 2**20
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        if not _reset_peak_rss():
+
+    def reset() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        elif not _reset_peak_rss():
             raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): Linux only")
-        weights = _rss_mb()
+
+    def peak() -> float:
+        if cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / 2**20
+        return _peak_rss_mb()
+
+    reset()
+    weights = torch.cuda.memory_allocated() / 2**20 if cuda else _rss_mb()
+    resident = {} if cuda else _status_mb("RssAnon", "RssFile")  # file: libraries, mapped checkpoint pages
+    warmup = int(args.get("warmup", 1))
+    for _ in range(warmup):
+        step()
+    first = peak() if warmup else None
+    reset()
     times = []
     for _ in range(int(args["steps"])):
         start = time.perf_counter()
@@ -201,13 +278,18 @@ def measure_row(row: dict, args: dict) -> dict:
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb()
-    timed = times[1:] or times
+    top = peak()
+    timed = times[1:] if not warmup and len(times) > 1 else times
     return {"row": row["name"], **{k: row[k] for k in ("method", "layer", "precision", "ckpt", "cache")},
-            "trained_parameters": trained, "weights_mb": round(weights, 1), "peak_mb": round(peak, 1),
-            "step_mb": round(peak - weights, 1), "seconds_per_step": round(statistics.median(timed), 3),
+            "trained_parameters": trained, "weights_mb": round(weights, 1), "peak_mb": round(top, 1),
+            "step_mb": round(top - weights, 1),
+            "first_step_mb": None if first is None else round(first - weights, 1),
+            "seconds_per_step": round(statistics.median(timed), 3),
             "examples_per_second": round(int(args["batch"]) / statistics.median(timed), 3),
-            "memory": "cuda max_memory_allocated" if cuda else "peak RSS (VmHWM)", "steps": len(times)}
+            "memory": "cuda max_memory_allocated" if cuda else "peak RSS (VmHWM)", "steps": len(times),
+            **{f"weights_{k[3:].lower()}_mb": round(v, 1) for k, v in resident.items()},
+            "warmup_steps": warmup, "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+            "batch": int(args["batch"]), "length": int(args["length"])}
 
 
 def run_rows(args: dict) -> list[dict]:
@@ -224,7 +306,8 @@ def run_rows(args: dict) -> list[dict]:
                 "--memory-child"]
         start = time.perf_counter()
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=int(args.get("row_timeout", 3600)))
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=int(args.get("row_timeout", 3600)),
+                                  env={**os.environ, **CHILD_MALLOC})
         except subprocess.TimeoutExpired:
             results.append({"row": row["name"], "error": f"past --row-timeout {args.get('row_timeout')} s"})
             continue
