@@ -12,7 +12,7 @@ split (sentence pairs too), a stand-in, marked as such.
 
 Dense (before): examples x max_length x hidden x 4 bytes, twice (hidden states and embedding output).
 Compact (now): real tokens x hidden x bytes of the storage dtype, hidden states only (ID-SPAM with
-embedding_source=word), plus 8 bytes per example (lengths) and at most 16 per example (journal).
+embedding_source=word), plus 8 bytes per example (lengths) and 24 per example (journal record).
 """
 
 from __future__ import annotations
