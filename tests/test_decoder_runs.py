@@ -105,6 +105,15 @@ def test_only_method_and_head_receive_gradients_on_a_decoder():
     (["model=tiny_gpt2", "task.max_length=1000"], r"task.max_length=1000 is beyond the 512 positions of model "
                                                    r"'tiny_gpt2'; valid: 8..512"),
     (["model=minilm", "task.max_length=1000"], r"task.max_length=1000 is beyond the 512 positions of model 'minilm'"),
+    # every family: the positions come from each config (tiny's RoBERTa and XLM-R positions start after its pad id
+    # 0: 514 - 1; BERT's at 0)
+    *[([*model, "task.max_length=1000"], rf"task.max_length=1000 is beyond the {n} positions of model '{name}'; "
+                                          rf"valid: 8..{n}")
+      for model, name, n in [(["model=tiny"], "tiny", 513), (["model=tiny", "model.arch.model_type=bert"], "tiny", 514),
+                             (["model=tiny", "model.arch.model_type=xlm-roberta"], "tiny", 513),
+                             (["model=tiny_llama"], "tiny_llama", 512), (["model=tiny_qwen2"], "tiny_qwen2", 512),
+                             *[(["model=tiny_llama", f"model.arch.model_type={t}"], "tiny_llama", 512)
+                               for t in ("mistral", "gemma", "gemma2", "qwen3")]]],
     (["model=tiny_llama", "head=mlm"], r"head=mlm needs a masked-LM encoder; model 'tiny_llama' is a decoder"),
     (["model=tiny", "head=lm"], r"head=lm reads a decoder's next-token logits; model 'tiny' is an encoder"),
     (["model=tiny_gpt2", "head=lm", "task.label_words=[terrible,unbelievably]"],
