@@ -68,6 +68,7 @@ def test_the_fits_table_marks_computed_measured_and_rows_that_did_not_run(tmp_pa
     assert "| tiny_llama | peft lora bf16 | did not run at 2 x 16: exit -9: killed |" in text
     saved = json.loads((tmp_path / "fits.json").read_text())
     assert saved["rows"][0]["step_mb"] == pytest.approx(64 / 32 * 8 * 512)
+    assert saved["command"] == f"idspam-bench --fits {path} --out {tmp_path / 'fits.json'}"
 
 
 def test_bad_fits_files_are_one_line(tmp_path):

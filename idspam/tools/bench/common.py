@@ -68,13 +68,17 @@ def peak_memory_mb(row: Row, args: dict, steps: int = 2) -> float:
     return (peak[0] - before) / 2**20
 
 
-def finish(args: dict, results: list[dict], text: str) -> None:
+def finish(args: dict, results: list[dict], text: str, command: list[str] | None = None) -> None:
+    """Print the table and write the results, with the command line that made them, atomically."""
+    import shlex
+
     print(text)
     out = Path(args["out"])
     from ...files import atomic_write_json, package_versions
 
     atomic_write_json(out, {"args": args, "rows": results, "table": text, "versions": package_versions(),
-                            "torch_threads": torch.get_num_threads()})
+                            "torch_threads": torch.get_num_threads(),
+                            **({} if command is None else {"command": shlex.join(["idspam-bench", *command])})})
     print(f"\nwritten: {out}", file=sys.stderr)
 
 

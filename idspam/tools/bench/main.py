@@ -93,7 +93,8 @@ def parse(argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        args = parse(list(sys.argv[1:] if argv is None else argv))  # --help and bad options before torch
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = parse(argv)  # --help and bad options before torch
         from .common import finish
 
         if "memory_row" in args:  # child process of memory_in_subprocess
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = fits.read_rows([f for f in args["fits"].split(",") if f.strip()])
             results = fits.fits(rows, int(args["batch"]), int(args["length"]))
             keep = {k: args[k] for k in ("fits", "batch", "length", "out")}
-            return finish(keep, results, fits.fits_table(results, rows))
+            return finish(keep, results, fits.fits_table(results, rows), command=argv)
         if args.pop("memory_rows", None):
             from . import memory
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.pop("memory_child", None):
                 return memory.child(args)
             results = memory.run_rows(args)
-            return finish(args, results, memory.memory_table(results, args))
+            return finish(args, results, memory.memory_table(results, args), command=argv)
         if args.pop("e2e", None):
             from .e2e import main_e2e
 
@@ -131,14 +132,14 @@ def main(argv: list[str] | None = None) -> None:
             args.setdefault("new_tokens", 32)
             results = decode_rows(args)
             text = decode_table(results, args)
-            return finish(args, results, text)
+            return finish(args, results, text, command=argv)
         from .step import run, table
 
         results = run(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    finish(args, results, table(results, args))
+    finish(args, results, table(results, args), command=argv)
 
 
 
