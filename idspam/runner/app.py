@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import traceback
 import warnings
@@ -22,13 +23,23 @@ def job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from ..files import atomic_write_json
-    from .checkpoints import DiskFull, RunDirBusy
+    from . import sweep
+    from .checkpoints import DiskFull, RunDirBusy, RunInterrupted
     from .resume import ConfigMismatch, record_attempt
     from .train import is_multirun, train
 
     multirun = is_multirun()
+    worker = multirun and sweep.job_in_joblib_worker()
+    if worker and sweep.worker_stopped():
+        print(f"skipped: the sweep was stopped ({signal.Signals(sweep.worker_stopped()).name}); the same -m command "
+              "runs this job", file=sys.stderr)
+        return None
     try:
         results = train(cfg)
+    except RunInterrupted:
+        if worker:  # marked interrupted; raising would make joblib kill the other workers mid-checkpoint
+            return None
+        raise
     except Exception as e:
         if not multirun and not isinstance(e, UserError):
             raise  # a bug: the traceback is the useful part
@@ -131,7 +142,9 @@ def main() -> None:
     register()
     quiet_known_warnings()
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(job)()
-    from .sweep import SweepSummary
+    from . import sweep
 
-    if SweepSummary.unfinished:  # a multirun with failed, refused or still-running jobs: not a success
+    if sweep.STOPPED:  # a joblib sweep stopped by a signal (its summary exits so too, when it is written)
+        sys.exit(128 + sweep.STOPPED)
+    if sweep.SweepSummary.unfinished:  # a multirun with failed, refused or still-running jobs: not a success
         sys.exit(1)

@@ -111,6 +111,8 @@ class SweepSummary(Callback):
         for r in failed:
             far = f" at {r['how_far']}" if r.get("how_far") else ""
             print(f"  job {r['job']} ({' '.join(r['overrides'])}): {r['status']}{far}: {r['error']}")
+        if STOPPED:  # a joblib sweep stopped by a signal: exit 128 + the signal, as its jobs do
+            sys.exit(128 + STOPPED)
         if failed:  # a sweep with failed, refused or unfinished jobs is not a success (CI, make, job arrays)
             sys.exit(1)
 
@@ -124,12 +126,25 @@ def uses_joblib(config: DictConfig) -> bool:
     return "joblib" in str(target).lower()
 
 
+STOPPED: int | None = None  # the stop signal a joblib sweep's parent sent on to its workers (app.main exits with it)
+PARENT_ENV = "IDSPAM_SWEEP_PARENT"  # the joblib sweep parent's pid, inherited by its workers
+_worker_stop: int | None = None  # a stop signal this joblib worker received (between jobs, or ending one)
+STOP_SIGNALS = ("SIGTERM", "SIGUSR2", "SIGINT")
+
+
 def forward_stop_signals() -> None:
     """The joblib launcher's parent: a SIGTERM / SIGUSR2 / SIGINT is sent on to its (loky) workers, whose jobs
-    then checkpoint and mark themselves interrupted; the parent waits for them, then exits 128 + the signal."""
+    then checkpoint and mark themselves interrupted, and whose jobs not yet started return at once
+    (`job_in_joblib_worker`); joblib's call then ends as for a finished sweep (no worker is killed: joblib would
+    kill every worker the moment one job raised, in the middle of the others' checkpoints), and `app.main`
+    exits 128 + the signal."""
+    import os
     import signal
 
+    os.environ[PARENT_ENV] = str(os.getpid())
+
     def forward(signum, frame):
+        global STOPPED
         import psutil
 
         children = [c for c in psutil.Process().children(recursive=True)  # the workers, not resource trackers
@@ -139,13 +154,41 @@ def forward_stop_signals() -> None:
                 child.send_signal(signum)
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(children, timeout=300)
-        print(f"interrupted: {signal.Signals(signum).name} sent on to {len(children)} worker process(es); run "
-              "the same -m command again to resume", file=sys.stderr)
-        sys.exit(128 + signum)
+        if STOPPED is None:
+            print(f"interrupted: {signal.Signals(signum).name} sent on to {len(children)} worker process(es); their "
+                  "jobs stop after the current step with a checkpoint, jobs not started are left; run the same -m "
+                  "command again to resume", file=sys.stderr)
+        STOPPED = STOPPED or signum
 
-    for signum in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
-        signal.signal(signum, forward)
+    for name in STOP_SIGNALS:
+        signal.signal(getattr(signal, name), forward)
+
+
+def job_in_joblib_worker() -> bool:
+    """Whether this process is a worker of a joblib sweep's parent (which forwards stop signals). Called at the
+    start of each job there: from then on a stop signal between jobs is noted (`worker_stopped`), not fatal (a
+    dead worker would make joblib kill the others)."""
+    import os
+    import signal
+
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None or parent == str(os.getpid()):
+        return False
+
+    for name in STOP_SIGNALS:
+        if signal.getsignal(getattr(signal, name)) is not _note_stop:
+            signal.signal(getattr(signal, name), _note_stop)
+    return True
+
+
+def _note_stop(signum, frame) -> None:
+    global _worker_stop
+    _worker_stop = _worker_stop or signum
+
+
+def worker_stopped() -> int | None:
+    """The stop signal this joblib worker received, or None."""
+    return _worker_stop
 
 
 class ForwardStopSignals(Callback):
