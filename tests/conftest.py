@@ -82,16 +82,3 @@ def tiny_run_adapter(tmp_path_factory):
     train(compose(["model=tiny", "trainer.max_epochs=1", "logger=none", "task.max_train_samples=16",
                    "method.prompt_length=2", "method.bottleneck=8", f"paths.output_dir={out}"]))
     return out / "adapter"
-
-
-# The slowest files first: `make test` hands whole files to its two workers (--dist loadfile) in collection order,
-# so a long file collected last runs alone at the end while the other worker idles. The order within a file stays.
-SLOW_FILES_FIRST = ("test_preemption", "test_experiments", "test_run", "test_reliability", "test_hydra",
-                    "test_generation", "test_library", "test_fsdp", "test_transfer_tasks", "test_decoder_runs",
-                    "test_quantization", "test_packaging", "test_sweeps", "test_edges", "test_fresh_clone",
-                    "test_faults", "test_lower_cache")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
