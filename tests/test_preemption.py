@@ -236,7 +236,9 @@ def test_slurm_launcher_config_names_its_signal_and_requeue_limit():
 
 def test_second_process_on_a_run_dir_is_refused_and_a_killed_ones_lock_is_not(tmp_path):
     out = tmp_path / "run"
-    first = start_module("idspam.run", *RUN, "trainer.max_epochs=500", f"hydra.run.dir={out}")
+    # the first run waits 500 ms before each step, so it holds the dir without taking a core from the others
+    first = start_module("tests.signal_at", "pace", "-", "500", *RUN, "trainer.max_epochs=500",
+                         f"hydra.run.dir={out}", cwd=ROOT, env={**os.environ, "PACE_MARK": str(tmp_path / "mark")})
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "results.json").is_file():
         time.sleep(0.05)
