@@ -3,6 +3,9 @@ disable_adapter, several adapters), run adapters in PEFT format, and the Python 
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from importlib import resources
 
 import pytest
@@ -466,3 +469,14 @@ def test_decoders_classify_reload_and_generate(model_type, tmp_path):
             unprompted = lm(input_ids=greedy).logits
         assert not torch.allclose(unprompted, lm(input_ids=greedy).logits)
     assert torch.equal(generated, greedy)
+
+
+@pytest.mark.parametrize("first", ["idspam.tuner.config", "idspam.tuner.model", "idspam.tuner.layer"])
+def test_the_peft_types_are_registered_whichever_wing_module_is_imported_first(first):
+    """Importing a wing module first must not leave PEFT's post-import hook a half-imported module (it used to
+    warn "circular import" and leave PEFT without the idspam types)."""
+    code = (f"import {first}\nfrom peft import mapping\nfrom idspam.tuner.config import CONFIGS\n"
+            "assert all(c.method_peft_type() in mapping.PEFT_TYPE_TO_CONFIG_MAPPING for c in CONFIGS.values())\n")
+    proc = subprocess.run([sys.executable, "-W", "error:idspam:UserWarning", "-c", code], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -80,3 +80,9 @@ def __getattr__(name: str):
 
 
 __all__ = ["PEFT_MINOR", "check_peft_version", "register", *(n for names in _EXPORTS.values() for n in names)]
+
+# Last, once everything above is defined: PEFT is imported here, before any wing module starts (the package runs
+# first), so PEFT's post-import hook (idspam/__init__.py) registers the types while no wing module is
+# half-imported; a wing module importing PEFT itself would leave the hook a circular import.
+import peft as _peft  # noqa: E402, F401
+
