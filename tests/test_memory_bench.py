@@ -36,7 +36,7 @@ def test_a_row_measures_weights_peak_and_time(text):
 
 
 def test_the_warm_up_keeps_the_first_steps_one_off_work_out_of_the_peak(monkeypatch):
-    """A first step that allocates 200 MB once (as bitsandbytes' CPU repacking and AdamW's state creation do)
+    """A first step that allocates 200 MB once (as AdamW's state creation does)
     shows in first_step_mb, not in step_mb; without a warm-up it would be the step's peak."""
     import torch
 

@@ -96,10 +96,10 @@ def engine_equals_hugging_face(base, quantization: str, side: str, positions: bo
     kind = "Linear4bit" if quantization != "int8" else "Linear8bitLt"
     assert any(type(m).__name__ == kind for m in base.modules()), "the backbone was not quantized"
     ids, mask = batch(side)
+    engine = InjectionEngine(base)  # first: it sets how the 4-bit layers run on the CPU, for HF's forward too
     with torch.no_grad():
         kwargs = {"position_ids": real_positions(mask)} if positions else {}
         ref = base(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
-    engine = InjectionEngine(base)
     real = mask.bool()
     for m in layers:
         with torch.no_grad():
@@ -117,6 +117,37 @@ def engine_equals_hugging_face(base, quantization: str, side: str, positions: bo
         assert (live[real] - ref[real]).abs().max() > 1e-2, "an attended prompt must change the output"
         full_rows = live[torch.arange(3), rows]
         torch.testing.assert_close(pruned, full_rows, **tol)
+
+
+def test_the_frozen_stack_runs_4bit_layers_as_training_does():
+    """bitsandbytes repacks a 4-bit weight run in eval mode without autograd on an AVX512-BF16 CPU, for a kernel
+    that, without the `kernels` package, is a slow bfloat16 loop (`unpack_cpu_4bit_weights`). The engine keeps
+    the training path: its graph-free lower stack equals the Hugging Face forward with autograd bit for bit, also
+    when the weights were repacked before the engine was built; repacking stays off afterwards."""
+    from bitsandbytes.nn import Linear4bit
+
+    from idspam.injection import InjectionEngine
+
+    backbone, _ = quantized("tiny_llama", "nf4")
+    base = backbone.base.eval()
+    ids, mask = batch("right")
+    with torch.no_grad():
+        base(input_ids=ids, attention_mask=mask)  # eval, no autograd: bitsandbytes may repack here
+    engine = InjectionEngine(base)
+    linears = [m for m in base.modules() if isinstance(m, Linear4bit)]
+
+    def packed() -> int:
+        return sum(bool(getattr(m.weight.quant_state, "packing_format_for_cpu", False)) for m in linears)
+
+    assert linears and packed() == 0
+    embeds = base.embed_tokens(ids).detach().requires_grad_()  # autograd: bitsandbytes' training path
+    with_graph = base(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True).hidden_states[2]
+    with torch.no_grad():
+        without = engine.lower(ids, mask, 2).hidden
+        base(input_ids=ids, attention_mask=mask)
+    assert packed() == 0
+    real = mask.bool()
+    assert torch.equal(without[real], with_graph.detach()[real])
 
 
 @pytest.mark.parametrize("quantization", ["nf4", "int8"])
@@ -255,8 +286,9 @@ def test_generation_on_an_nf4_decoder(tmp_path):
     kw = dict(max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0, output_scores=True,
               return_dict_in_generate=True)
     left_ids, left_mask = left_padded(ids, mask)
-    ref = lm.generate(input_ids=left_ids, attention_mask=left_mask, **kw)
-    ours = generate(prompt_model(lm, "lora"), ids, mask, **kw)
+    lora = prompt_model(lm, "lora")  # first: the engine sets how the 4-bit layers run on the CPU, for HF's too
+    ref = lm.generate(input_ids=left_ids, attention_mask=left_mask, **kw)  # LoRA's B = 0: the plain model's
+    ours = generate(lora, ids, mask, **kw)
     torch.testing.assert_close(torch.stack(ours.scores), torch.stack(ref.scores), atol=1e-4, rtol=1e-4)
     lm = quantized_causal_lm(tmp_path / "again")  # LoRA wrapped the first one's layers
     model = prompt_model(lm, "idspam")

@@ -242,9 +242,9 @@ def measure_row(row: dict, args: dict) -> dict:
     """One row, in this process: weights, the warm-up steps' peak, the steady peak and seconds per step.
 
     `warmup` untimed steps run before the peak is reset (default 1). The first step does one-off work the
-    later ones do not: AdamW creates its state, and on CPU bitsandbytes repacks each 4-bit weight that runs
-    without a graph in eval mode (the frozen stack below m) into its CPU kernel's layout on first call, with
-    transient int32 copies, and glibc keeps the freed heap resident. `first_step_mb` reports that first peak;
+    later ones do not: AdamW creates its state, and glibc keeps the freed heap resident (before the engine kept
+    bitsandbytes' CPU 4-bit layers unpacked, `injection.unpack_cpu_4bit_weights`, the first graph-free call also
+    repacked each weight below m through transient int32 copies). `first_step_mb` reports that first peak;
     `step_mb` is the steady step's (its peak above the weights loaded, so AdamW's state counts in it)."""
     cuda = args["device"].startswith("cuda")
     step, model = build_step(row, args)
