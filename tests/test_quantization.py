@@ -119,6 +119,13 @@ def engine_equals_hugging_face(base, quantization: str, side: str, positions: bo
         torch.testing.assert_close(pruned, full_rows, **tol)
 
 
+def _has_avx512bf16() -> bool:
+    from bitsandbytes.functional import has_avx512bf16
+
+    return bool(has_avx512bf16())
+
+
+@pytest.mark.skipif(not _has_avx512bf16(), reason="bitsandbytes repacks 4-bit weights only on AVX512-BF16 CPUs")
 def test_the_frozen_stack_runs_4bit_layers_as_training_does():
     """bitsandbytes repacks a 4-bit weight run in eval mode without autograd on an AVX512-BF16 CPU, for a kernel
     that, without the `kernels` package, is a slow bfloat16 loop (`unpack_cpu_4bit_weights`). The engine keeps
