@@ -30,7 +30,9 @@ def test_a_row_measures_weights_peak_and_time(text):
     small = measure_row(parse_row(text, 4), {**args, "batch": 1})
     large = measure_row(parse_row(text, 4), {**args, "batch": 64, "length": 128})
     for r in (small, large):
-        assert r["weights_mb"] > 0 and r["peak_mb"] >= r["weights_mb"] and r["seconds_per_step"] > 0
+        # the peak is measured from the timed window's start: the warm-up may free pages resident at load (this
+        # process has run other tests), so peak >= weights is no invariant, peak >= the window's floor is
+        assert r["weights_mb"] > 0 and r["peak_mb"] >= r["timed_start_mb"] > 0 and r["seconds_per_step"] > 0
         assert r["trained_parameters"] > 0 and 0 < r["weights_anon_mb"] < r["weights_mb"] and r["weights_file_mb"] > 0
     assert large["step_mb"] > small["step_mb"] + 5, (small, large)
 

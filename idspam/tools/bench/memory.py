@@ -17,7 +17,10 @@ timed steps run on a random batch. Reported: `weights_mb` (resident after loadin
 warm-up's peak above the weights), `peak_mb` (the peak during the timed steps: on CPU the process's peak RSS,
 VmHWM after resetting it, with glibc's mmap threshold fixed, see CHILD_MALLOC; on CUDA
 `torch.cuda.max_memory_allocated`), `step_mb` = peak - weights (activations, gradients, optimizer state), and
-the median seconds per timed step.
+the median seconds per timed step. On CPU `timed_start_mb` is the RSS when the timed window opens, the floor of
+its peak: the warm-up can free pages that were resident at load (garbage from building, a caller's leftovers),
+so for a step smaller than what was freed `peak_mb` reads below `weights_mb` and `step_mb` is negative; a fresh
+process per row (`run_rows`) keeps that small.
 """
 
 from __future__ import annotations
@@ -271,6 +274,7 @@ def measure_row(row: dict, args: dict) -> dict:
         step()
     first = peak() if warmup else None
     reset()
+    start_rss = None if cuda else _rss_mb()  # the timed window's floor: its peak is at least this
     times = []
     for _ in range(int(args["steps"])):
         start = time.perf_counter()
@@ -282,7 +286,7 @@ def measure_row(row: dict, args: dict) -> dict:
     timed = times[1:] if not warmup and len(times) > 1 else times
     return {"row": row["name"], **{k: row[k] for k in ("method", "layer", "precision", "ckpt", "cache")},
             "trained_parameters": trained, "weights_mb": round(weights, 1), "peak_mb": round(top, 1),
-            "step_mb": round(top - weights, 1),
+            "step_mb": round(top - weights, 1), "timed_start_mb": None if cuda else round(start_rss, 1),
             "first_step_mb": None if first is None else round(first - weights, 1),
             "seconds_per_step": round(statistics.median(timed), 3),
             "examples_per_second": round(int(args["batch"]) / statistics.median(timed), 3),
