@@ -9,29 +9,52 @@
 #   3. the step benchmark (every method against PEFT, cache rows included) on llama_small, bf16  -> step.json
 #   4. one short real training run on the packaged MiniLM on the GPU, cache_lower on        -> run/results.json
 # Each part has its own time limit, so a slow part cannot take the others down; the summary says which ran.
+# The exit code is 0 when every part did, else 1 (2: no CUDA device).
+# The environment can shrink it to a rehearsal on any machine (tests/test_gpu_check.py runs it on the CPU with tiny
+# models): DEVICE (cuda), MODEL_1B, MODEL_8B, STEP_MODEL, BATCH (8), LENGTH (512), TRAINER (gpu), RUN_SAMPLES (256)
+# and LIMIT_SCALE (1, multiplies every time limit).
 set -u
 OUT=${OUT:-outputs/gpu_check}
 PY=${PYTHON:-python}
+DEVICE=${DEVICE:-cuda}
+MODEL_1B=${MODEL_1B:-llama_3_2_1b}
+MODEL_8B=${MODEL_8B:-llama_3_1_8b}
+STEP_MODEL=${STEP_MODEL:-llama_small}
+BATCH=${BATCH:-8}
+LENGTH=${LENGTH:-512}
+TRAINER=${TRAINER:-gpu}
+RUN_SAMPLES=${RUN_SAMPLES:-256}
+LIMIT_SCALE=${LIMIT_SCALE:-1}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+failed=0
 status() { echo "{\"part\": \"$1\", \"rc\": $2, \"seconds\": $3}" >> "$OUT/summary.jsonl"; }
+limit() { echo $(($1 * LIMIT_SCALE)); }
 part() {  # part NAME LIMIT_S COMMAND...
-  local name=$1 limit=$2; shift 2
-  local start=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
-  status "$name" $? $((SECONDS - start))
+  local name=$1 seconds; seconds=$(limit "$2"); shift 2
+  local start=$SECONDS rc
+  timeout "$seconds" "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  [ "$rc" -eq 0 ] || failed=1
+  status "$name" "$rc" $((SECONDS - start))
 }
 : > "$OUT/summary.jsonl"
-$PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" \
-  > "$OUT/device.txt" || { echo "no CUDA device: the check needs one" >&2; exit 2; }
-part memory_1b 150 $PY -m idspam.tools.bench --memory-rows --model llama_3_2_1b --device cuda --batch 8 --length 512 \
-  --steps 3 --row-timeout 60 --out "$OUT/memory_1b.json" \
+if [[ $DEVICE == cuda* ]]; then
+  $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" \
+    > "$OUT/device.txt" || { echo "no CUDA device: the check needs one" >&2; exit 2; }
+else
+  echo "$DEVICE (a rehearsal: DEVICE=$DEVICE)" > "$OUT/device.txt"
+fi
+common=(--device "$DEVICE" --batch "$BATCH" --length "$LENGTH")
+part memory_1b 150 $PY -m idspam.tools.bench --memory-rows --model "$MODEL_1B" "${common[@]}" \
+  --steps 3 --row-timeout "$(limit 60)" --out "$OUT/memory_1b.json" \
   --rows "idspam m=mid bf16,idspam m=mid nf4,idspam m=mid nf4 ckpt,idspam m=mid nf4 cache,peft prompt_tuning bf16,peft lora bf16,peft prompt_tuning nf4,peft lora nf4"
-part memory_8b 200 $PY -m idspam.tools.bench --memory-rows --model llama_3_1_8b --device cuda --batch 8 --length 512 \
-  --steps 3 --row-timeout 95 --out "$OUT/memory_8b.json" \
+part memory_8b 200 $PY -m idspam.tools.bench --memory-rows --model "$MODEL_8B" "${common[@]}" \
+  --steps 3 --row-timeout "$(limit 95)" --out "$OUT/memory_8b.json" \
   --rows "idspam m=mid nf4 ckpt,peft lora nf4"
-part step 60 $PY -m idspam.tools.bench --model llama_small --device cuda --precision bf16 --batch 8 --length 512 \
+part step 60 $PY -m idspam.tools.bench --model "$STEP_MODEL" "${common[@]}" --precision bf16 \
   --steps 2 --repeats 3 --warmup 1 --memory off --out "$OUT/step.json"
-part run 60 $PY -m idspam.run trainer=gpu logger=none trainer.max_epochs=2 task.max_train_samples=256 cache_lower=true \
-  "paths.output_dir=$OUT/run"
+part run 60 $PY -m idspam.run "trainer=$TRAINER" logger=none trainer.max_epochs=2 "task.max_train_samples=$RUN_SAMPLES" \
+  cache_lower=true "paths.output_dir=$OUT/run"
 cat "$OUT/summary.jsonl"
+exit "$failed"
