@@ -18,9 +18,9 @@ warm-up's peak above the weights), `peak_mb` (the peak during the timed steps: o
 VmHWM after resetting it, with glibc's mmap threshold fixed, see CHILD_MALLOC; on CUDA
 `torch.cuda.max_memory_allocated`), `step_mb` = peak - weights (activations, gradients, optimizer state), and
 the median seconds per timed step. On CPU `timed_start_mb` is the RSS when the timed window opens, the floor of
-its peak: the warm-up can free pages that were resident at load (garbage from building, a caller's leftovers),
-so for a step smaller than what was freed `peak_mb` reads below `weights_mb` and `step_mb` is negative; a fresh
-process per row (`run_rows`) keeps that small.
+its peak: the warm-up can free pages that were resident at load (seen in a test worker that had run other tests:
+peak 790.6 against weights 790.7 MB), so for a step smaller than what was freed `peak_mb` reads below `weights_mb`
+and `step_mb` is negative.
 """
 
 from __future__ import annotations
